@@ -1,0 +1,1 @@
+//! distlock facade.
