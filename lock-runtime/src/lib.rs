@@ -1,1 +1,55 @@
-//! Lock runtime.
+//! The runtime of [distlock](https://docs.rs/distlock): a cluster-wide lock
+//! built on compare-exchange, with one algorithm for every backend.
+//!
+//! Most users depend on the `distlock` facade and its `#[distributed_lock]`
+//! attribute; this crate is what the attribute calls.
+//!
+//! - [`store`]: the [`store::CompareExchange`] contract and the backends
+//!   (in-memory always; etcd and RavenDB behind features).
+//! - [`LockClient`]: acquire, wait, take over abandoned locks, renew, release.
+//! - [`LockGuard`]: key, fencing token, lost signal, `release().await`.
+//! - [`current`]: the lock the running task holds (inside [`LockClient::with_lock`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use lock_runtime::{LockClient, LockOptions, Wait};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let client = LockClient::memory();
+//! let options = LockOptions::default()
+//!     .ttl(Duration::from_secs(10))
+//!     .wait(Wait::For(Duration::from_secs(1)));
+//!
+//! let guard = client.acquire_with("orders/7", &options).await?;
+//! // A second instance trying now finds it held:
+//! assert!(client.try_acquire("orders/7").await?.is_none());
+//! let token = guard.token(); // fence your writes with this
+//! guard.release().await?;
+//!
+//! let next = client.acquire_with("orders/7", &options).await?;
+//! assert!(next.token() > token);
+//! # Ok::<(), lock_runtime::LockError>(())
+//! # }).unwrap();
+//! ```
+
+mod client;
+mod current;
+mod error;
+mod guard;
+mod held;
+mod install;
+mod options;
+mod renew;
+mod session;
+pub mod store;
+
+pub use client::{Backoff, ClientStats, LockClient, LockClientBuilder, SystemClock, WallClock};
+pub use current::{Current, current};
+pub use error::{LockError, LostReason};
+pub use guard::LockGuard;
+pub use held::LostSignal;
+pub use install::{install, installed};
+pub use options::{
+    LockOptions, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError, Wait, parse_duration,
+    validate_key,
+};

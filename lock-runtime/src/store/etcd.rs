@@ -1,0 +1,1186 @@
+//! The etcd backend: compare-exchange over etcd v3 transactions, through gRPC.
+//!
+//! The contract maps onto etcd directly:
+//! - [`Expect::Absent`] is a txn comparing `create_revision == 0`, [`Expect::Index`]
+//!   compares `mod_revision == i`; the failure branch is a range, so a conflict carries
+//!   the current entry in the same round trip.
+//! - The index is the key's `mod_revision`: etcd's cluster-wide revision, which only
+//!   grows, also across delete and re-create. It is the fencing token.
+//! - The [`Record`] is stored as compact JSON.
+//! - [`CompareExchange::watch`] is an etcd watch of the key from the seen revision + 1.
+//! - Server leases: grant, keep-alive over one long-lived stream per lease (the lock
+//!   client uses one lease for all its locks, so renewal traffic does not grow with the
+//!   number of held locks; a broken stream is reopened on the next call), revoke.
+//!
+//! Every request has a timeout: a stopped or electing etcd node hangs instead of failing.
+//! A request that fails or times out on one endpoint moves on to the next one, within the
+//! same call for reads and lease operations; a write that may have been applied there is
+//! retried elsewhere too, and a conflict that shows our own record is then read as success
+//! (the record's `(owner, nonce)` is unique per acquisition).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use lock_runtime::store::etcd::EtcdStore;
+//! use std::time::Duration;
+//!
+//! let store = EtcdStore::builder()
+//!     .endpoints(["http://10.0.0.1:2379", "http://10.0.0.2:2379"])
+//!     .prefix("myapp/locks/")
+//!     .request_timeout(Duration::from_secs(1))
+//!     .build()?;
+//! store.ping().await?;
+//! // or from a URL:
+//! let store = EtcdStore::from_url("etcd://app:secret@10.0.0.1:2379,10.0.0.2:2379/myapp")?;
+//! # let _ = store; Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+
+use super::{
+    BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
+    Record, StoreError,
+};
+
+const BACKEND: &str = "etcd";
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A configuration problem found while building an [`EtcdStore`]; nothing was contacted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EtcdConfigError {
+    /// The `etcd://` / `etcds://` URL could not be parsed.
+    #[error("invalid etcd URL: {reason} (expected etcd://[user:password@]host:port[,host:port...][/prefix], or etcds:// for TLS)")]
+    InvalidUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No endpoint was configured.
+    #[error("no etcd endpoint configured: give at least one, such as http://127.0.0.1:2379")]
+    NoEndpoints,
+    /// One endpoint is not a usable `http://host:port` / `https://host:port` address.
+    #[error("invalid etcd endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given (never contains credentials: they are not accepted there).
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS material could not be read or does not fit the endpoints.
+    #[error("etcd TLS configuration: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A timeout of zero would fail every request.
+    #[error("the etcd {which} timeout must be greater than zero")]
+    ZeroTimeout {
+        /// `"request"` or `"connect"`.
+        which: &'static str,
+    },
+}
+
+/// A password kept out of `Debug` output and logs.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Credentials {
+    user: String,
+    password: Secret,
+}
+
+#[derive(Clone, Default)]
+struct TlsMaterial {
+    ca_pem: Option<Vec<u8>>,
+    identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    domain: Option<String>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity_pem.is_some())
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+/// Builds an [`EtcdStore`]: endpoints, timeouts, key prefix, credentials, TLS.
+///
+/// ```
+/// use lock_runtime::store::etcd::EtcdStore;
+/// use std::time::Duration;
+///
+/// let store = EtcdStore::builder()
+///     .endpoint("http://127.0.0.1:2379")
+///     .request_timeout(Duration::from_millis(500))
+///     .build()
+///     .unwrap();
+/// assert!(!format!("{store:?}").contains("secret"));
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct EtcdStoreBuilder {
+    endpoints: Vec<String>,
+    prefix: String,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    credentials: Option<Credentials>,
+    tls: Option<TlsMaterial>,
+    deferred: Option<EtcdConfigErrorKind>,
+}
+
+/// Errors found while setting builder options, reported by `build`.
+#[derive(Clone, Debug)]
+enum EtcdConfigErrorKind {
+    Tls(String),
+}
+
+impl Default for EtcdStoreBuilder {
+    fn default() -> Self {
+        EtcdStoreBuilder {
+            endpoints: Vec::new(),
+            prefix: String::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            credentials: None,
+            tls: None,
+            deferred: None,
+        }
+    }
+}
+
+impl EtcdStoreBuilder {
+    /// Adds one endpoint, `http://host:port` (or `https://` with TLS). Requests go to the
+    /// first endpoint that answers, in the order given, and move on when one fails.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoints.push(endpoint.into());
+        self
+    }
+
+    /// Adds several endpoints (see [`EtcdStoreBuilder::endpoint`]).
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints.extend(endpoints.into_iter().map(Into::into));
+        self
+    }
+
+    /// A prefix put before every lock key, used verbatim (say `"myapp/locks/"`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one request to one endpoint may take before it counts as failed and the
+    /// next endpoint is tried (default 2 s). Stopped or electing nodes hang rather than fail.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long connecting (and authenticating) to one endpoint may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Authenticates as `user` with `password`. The token etcd hands out is refreshed
+    /// when the server reports it expired. The password never appears in `Debug` output.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some(Credentials {
+            user: user.into(),
+            password: Secret(password.into()),
+        });
+        self
+    }
+
+    /// Uses TLS (`https://` endpoints) trusting the CA certificate(s) in `pem`.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.get_or_insert_with(TlsMaterial::default).ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Reads the CA certificate from a PEM file (see [`EtcdStoreBuilder::ca_certificate_pem`]).
+    pub fn ca_certificate_file(self, path: impl AsRef<Path>) -> Self {
+        match read_pem(path.as_ref(), "CA certificate") {
+            Ok(pem) => self.ca_certificate_pem(pem),
+            Err(reason) => self.defer(reason),
+        }
+    }
+
+    /// Presents a client certificate (PEM certificate chain and PEM private key).
+    pub fn client_certificate_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.get_or_insert_with(TlsMaterial::default).identity_pem =
+            Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Reads the client certificate and key from PEM files.
+    pub fn client_certificate_files(
+        self,
+        cert_path: impl AsRef<Path>,
+        key_path: impl AsRef<Path>,
+    ) -> Self {
+        let cert = read_pem(cert_path.as_ref(), "client certificate");
+        let key = read_pem(key_path.as_ref(), "client key");
+        match (cert, key) {
+            (Ok(cert), Ok(key)) => self.client_certificate_pem(cert, key),
+            (Err(reason), _) | (_, Err(reason)) => self.defer(reason),
+        }
+    }
+
+    /// The name to verify in the servers' certificates, when it is not the endpoint host.
+    pub fn tls_domain(mut self, domain: impl Into<String>) -> Self {
+        self.tls.get_or_insert_with(TlsMaterial::default).domain = Some(domain.into());
+        self
+    }
+
+    /// Turns TLS on without any other option (endpoints given without a scheme become
+    /// `https://`). Servers must then present a certificate signed by a CA given with
+    /// [`EtcdStoreBuilder::ca_certificate_pem`].
+    pub fn tls(mut self) -> Self {
+        self.tls.get_or_insert_with(TlsMaterial::default);
+        self
+    }
+
+    fn defer(mut self, reason: String) -> Self {
+        if self.deferred.is_none() {
+            self.deferred = Some(EtcdConfigErrorKind::Tls(reason));
+        }
+        self
+    }
+
+    /// Validates the configuration and builds the store. Nothing is contacted yet:
+    /// connections open on first use (see [`EtcdStore::ping`] to check them early).
+    pub fn build(self) -> Result<EtcdStore, EtcdConfigError> {
+        if let Some(EtcdConfigErrorKind::Tls(reason)) = self.deferred {
+            return Err(EtcdConfigError::Tls { reason });
+        }
+        if self.endpoints.is_empty() {
+            return Err(EtcdConfigError::NoEndpoints);
+        }
+        if self.request_timeout.is_zero() {
+            return Err(EtcdConfigError::ZeroTimeout { which: "request" });
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(EtcdConfigError::ZeroTimeout { which: "connect" });
+        }
+        let tls = self.tls.is_some();
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for raw in &self.endpoints {
+            let url = normalize_endpoint(raw, tls)?;
+            endpoints.push(EndpointSlot {
+                url,
+                client: OnceCell::new(),
+            });
+        }
+        Ok(EtcdStore {
+            inner: Arc::new(Inner {
+                endpoints,
+                current: AtomicUsize::new(0),
+                prefix: self.prefix,
+                request_timeout: self.request_timeout,
+                connect_timeout: self.connect_timeout,
+                credentials: self.credentials,
+                tls: self.tls,
+                keepalives: AsyncMutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the {what} at {}: {e}", path.display()))
+}
+
+/// Checks one endpoint and gives it a scheme matching the TLS setting.
+fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdConfigError> {
+    let invalid = |reason: &str| EtcdConfigError::InvalidEndpoint {
+        endpoint: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, raw),
+    };
+    let scheme = match (scheme, tls) {
+        (None, false) | (Some("http"), false) => "http",
+        (None, true) | (Some("https"), true) => "https",
+        (Some("http"), true) => return Err(invalid("TLS is configured: use https://")),
+        (Some("https"), false) => {
+            return Err(invalid(
+                "https:// needs TLS: give a CA certificate (or call .tls())",
+            ));
+        }
+        (Some(_), _) => return Err(invalid("the scheme must be http:// or https://")),
+    };
+    let hostport = rest.strip_suffix('/').unwrap_or(rest);
+    if hostport.contains('@') {
+        return Err(invalid(
+            "credentials do not belong in an endpoint: use .credentials(user, password)",
+        ));
+    }
+    if hostport.contains('/') || hostport.contains('?') || hostport.contains('#') {
+        return Err(invalid("an endpoint is host:port, without a path"));
+    }
+    check_host_port(hostport).map_err(|reason| invalid(&reason))?;
+    Ok(format!("{scheme}://{hostport}"))
+}
+
+fn check_host_port(hostport: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in an IPv6 address".to_owned())?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| "missing :port after the IPv6 address".to_owned())?;
+        (host, port)
+    } else {
+        hostport
+            .rsplit_once(':')
+            .ok_or_else(|| format!("missing :port in {hostport:?}"))?
+    };
+    if host.is_empty() {
+        return Err(format!("missing host in {hostport:?}"));
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return Err(format!("invalid host {host:?}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("invalid port {port:?} (expected 1-65535)")),
+    }
+}
+
+/// Parses `etcd://[user[:password]@]host:port[,host:port...][/prefix]` (`etcds://` for TLS).
+///
+/// User and password may be percent-encoded. A non-empty path becomes the key prefix with
+/// a trailing `/` (`/myapp` and `/myapp/` both give `myapp/`).
+fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
+    let invalid = |reason: String| EtcdConfigError::InvalidUrl { reason };
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("etcds://") {
+        (true, rest)
+    } else {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        return Err(invalid(if scheme.is_empty() {
+            "missing scheme".to_owned()
+        } else {
+            format!("unknown scheme {:?}", redact_scheme(scheme))
+        }));
+    };
+    if rest.contains('?') || rest.contains('#') {
+        return Err(invalid(
+            "query strings and fragments are not supported".to_owned(),
+        ));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let mut builder = EtcdStoreBuilder::default();
+    if tls {
+        builder = builder.tls();
+    }
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (u, p),
+            None => (userinfo, ""),
+        };
+        let user = percent_decode(user).map_err(|r| invalid(format!("user name: {r}")))?;
+        // Never echo the password, not even in an error.
+        let password =
+            percent_decode(password).map_err(|_| invalid("bad %-escape in the password".into()))?;
+        if user.is_empty() {
+            return Err(invalid("empty user name before '@'".to_owned()));
+        }
+        builder = builder.credentials(user, password);
+    }
+    if hosts.is_empty() {
+        return Err(invalid("no host:port".to_owned()));
+    }
+    for hostport in hosts.split(',') {
+        check_host_port(hostport).map_err(invalid)?;
+        builder = builder.endpoint(hostport);
+    }
+    let prefix = percent_decode(path).map_err(|r| invalid(format!("prefix: {r}")))?;
+    let prefix = prefix.trim_matches('/');
+    if !prefix.is_empty() {
+        builder = builder.prefix(format!("{prefix}/"));
+    }
+    Ok(builder)
+}
+
+/// A scheme is short and has no secrets, but be safe with whatever was passed.
+fn redact_scheme(scheme: &str) -> String {
+    scheme.chars().take(16).collect()
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "a '%' is not followed by two hex digits".to_owned())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "not UTF-8 once decoded".to_owned())
+}
+
+/// One configured endpoint and its client, connected on first use.
+struct EndpointSlot {
+    url: String,
+    client: OnceCell<Client>,
+}
+
+/// A keep-alive stream for one lease, on one endpoint.
+struct KeepAlive {
+    endpoint: usize,
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
+struct Inner {
+    endpoints: Vec<EndpointSlot>,
+    /// The endpoint that answered last: the next request starts there.
+    current: AtomicUsize,
+    prefix: String,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    credentials: Option<Credentials>,
+    tls: Option<TlsMaterial>,
+    /// Long-lived keep-alive streams by lease (the lock client holds one lease).
+    keepalives: AsyncMutex<HashMap<i64, KeepAlive>>,
+}
+
+/// A [`CompareExchange`] store on an etcd v3 cluster (3.4 or newer), over gRPC.
+///
+/// Cheap to clone; clones share connections and keep-alive streams. Build it with
+/// [`EtcdStore::builder`] or [`EtcdStore::from_url`].
+#[derive(Clone)]
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        let endpoints: Vec<&str> = inner.endpoints.iter().map(|e| e.url.as_str()).collect();
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &endpoints)
+            .field("prefix", &inner.prefix)
+            .field("request_timeout", &inner.request_timeout)
+            .field("connect_timeout", &inner.connect_timeout)
+            .field("credentials", &inner.credentials)
+            .field("tls", &inner.tls)
+            .finish()
+    }
+}
+
+/// How one attempt on one endpoint failed.
+enum Failure {
+    /// Try the next endpoint. `maybe_applied`: a write may have reached the server.
+    Retry {
+        error: StoreError,
+        maybe_applied: bool,
+    },
+    /// Stop: the answer would be the same everywhere (auth, bad request, lease gone).
+    Fatal(StoreError),
+}
+
+impl EtcdStore {
+    /// A builder with no endpoint, no prefix, 2 s timeouts, no credentials, no TLS.
+    pub fn builder() -> EtcdStoreBuilder {
+        EtcdStoreBuilder::default()
+    }
+
+    /// A builder from `etcd://[user:password@]host:port[,host:port...][/prefix]`, or
+    /// `etcds://...` for TLS (then add the CA with
+    /// [`EtcdStoreBuilder::ca_certificate_file`]). User and password may be percent-encoded.
+    ///
+    /// ```
+    /// use lock_runtime::store::etcd::EtcdStore;
+    /// let builder = EtcdStore::builder_from_url("etcd://app:s%40cret@127.0.0.1:2379,127.0.0.1:22379/jobs")
+    ///     .unwrap();
+    /// let store = builder.build().unwrap();
+    /// assert!(!format!("{store:?}").contains("cret"));
+    /// assert!(EtcdStore::builder_from_url("etcd://127.0.0.1").is_err()); // no port
+    /// ```
+    pub fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
+        builder_from_url(url)
+    }
+
+    /// Builds a store from a URL with the default timeouts (see
+    /// [`EtcdStore::builder_from_url`]).
+    pub fn from_url(url: &str) -> Result<EtcdStore, EtcdConfigError> {
+        builder_from_url(url)?.build()
+    }
+
+    /// The key prefix in use.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The endpoints, normalized (`http://host:port`), in failover order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.endpoints.iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// Checks that some endpoint answers (and accepts the credentials) within the
+    /// timeouts, with one linearizable read.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.get("").await.map(|_| ())
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.prefix, key)
+    }
+
+    /// Connects (once) to endpoint `i`, within the connect timeout.
+    async fn client(&self, i: usize) -> Result<Client, Failure> {
+        let inner = &self.inner;
+        let slot = &inner.endpoints[i];
+        let connect = || async {
+            let mut options = ConnectOptions::new()
+                .with_connect_timeout(inner.connect_timeout)
+                // A request that hangs on a dead TCP peer is caught by our own timeout;
+                // HTTP/2 pings make the connection notice it and reconnect afterwards.
+                .with_keep_alive(
+                    inner.request_timeout.max(Duration::from_secs(1)),
+                    inner.request_timeout,
+                );
+            if let Some(creds) = &inner.credentials {
+                options = options
+                    .with_user(creds.user.clone(), creds.password.0.clone())
+                    .with_auto_token_refresh(true);
+            }
+            if let Some(tls) = &inner.tls {
+                let mut config = etcd_client::TlsOptions::new();
+                if let Some(ca) = &tls.ca_pem {
+                    config = config.ca_certificate(etcd_client::Certificate::from_pem(ca));
+                }
+                if let Some((cert, key)) = &tls.identity_pem {
+                    config = config.identity(etcd_client::Identity::from_pem(cert, key));
+                }
+                if let Some(domain) = &tls.domain {
+                    config = config.domain_name(domain.clone());
+                }
+                options = options.with_tls(config);
+            }
+            match tokio::time::timeout(
+                inner.connect_timeout,
+                Client::connect([slot.url.as_str()], Some(options)),
+            )
+            .await
+            {
+                Ok(Ok(client)) => Ok(client),
+                Ok(Err(e)) => Err(self.classify(i, e, false)),
+                Err(_) => Err(Failure::Retry {
+                    error: self.unavailable(
+                        i,
+                        format!("connecting took longer than {:?}", inner.connect_timeout),
+                    ),
+                    maybe_applied: false,
+                }),
+            }
+        };
+        slot.client.get_or_try_init(connect).await.cloned()
+    }
+
+    fn unavailable(&self, i: usize, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Unavailable {
+            endpoint: self.inner.endpoints[i].url.clone(),
+            source: source.into(),
+        }
+    }
+
+    fn backend_error(&self, i: usize, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Backend {
+            endpoint: self.inner.endpoints[i].url.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// Sorts an etcd-client error into retry-elsewhere or fatal.
+    fn classify(&self, i: usize, error: etcd_client::Error, is_write: bool) -> Failure {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        match error {
+            E::GRpcStatus(status) => {
+                let message = status.message().to_owned();
+                match status.code() {
+                    Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled
+                    | Code::Aborted
+                    | Code::ResourceExhausted => Failure::Retry {
+                        error: self.unavailable(i, format!("{:?}: {message}", status.code())),
+                        maybe_applied: is_write,
+                    },
+                    // Transport failures surface as Unknown with a transport message.
+                    Code::Unknown if !message.starts_with("etcdserver:") => Failure::Retry {
+                        error: self.unavailable(i, format!("{message}")),
+                        maybe_applied: is_write,
+                    },
+                    Code::Unauthenticated | Code::PermissionDenied => {
+                        Failure::Fatal(self.backend_error(
+                            i,
+                            format!(
+                                "authentication or permission refused ({message}): check the etcd \
+                                 user, password and role"
+                            ),
+                        ))
+                    }
+                    Code::InvalidArgument if message.contains("authentication failed") => {
+                        Failure::Fatal(self.backend_error(
+                            i,
+                            format!(
+                                "authentication failed ({message}): check the etcd user and password"
+                            ),
+                        ))
+                    }
+                    Code::FailedPrecondition if message.contains("user name is empty") => {
+                        Failure::Fatal(self.backend_error(
+                            i,
+                            "etcd has authentication enabled: configure a user and password",
+                        ))
+                    }
+                    code => Failure::Fatal(self.backend_error(i, format!("{code:?}: {message}"))),
+                }
+            }
+            E::TransportError(e) => Failure::Retry {
+                error: self.unavailable(i, e),
+                maybe_applied: is_write,
+            },
+            E::IoError(e) => Failure::Retry {
+                error: self.unavailable(i, e),
+                maybe_applied: is_write,
+            },
+            E::LeaseKeepAliveError(m) if m.contains("not found") => {
+                Failure::Fatal(self.backend_error(i, format!("lease not found ({m})")))
+            }
+            E::LeaseKeepAliveError(m) | E::WatchError(m) => Failure::Retry {
+                error: self.unavailable(i, m),
+                maybe_applied: is_write,
+            },
+            other => Failure::Fatal(self.backend_error(i, other.to_string())),
+        }
+    }
+
+    /// Runs `op` on the current endpoint, moving on to the next one on failure, each
+    /// attempt bounded by the request timeout. Returns the result and whether an earlier
+    /// attempt may have applied a write.
+    async fn with_failover<T, F, Fut>(&self, is_write: bool, op: F) -> Result<(T, bool), StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let inner = &self.inner;
+        let n = inner.endpoints.len();
+        let start = inner.current.load(Ordering::Relaxed) % n;
+        let mut ambiguous = false;
+        let mut last = None;
+        for step in 0..n {
+            let i = (start + step) % n;
+            let failure = match self.client(i).await {
+                Err(f) => f,
+                Ok(client) => match tokio::time::timeout(inner.request_timeout, op(client)).await {
+                    Ok(Ok(value)) => {
+                        if step > 0 {
+                            inner.current.store(i, Ordering::Relaxed);
+                        }
+                        return Ok((value, ambiguous));
+                    }
+                    Ok(Err(e)) => self.classify(i, e, is_write),
+                    Err(_) => Failure::Retry {
+                        error: self.unavailable(
+                            i,
+                            format!("no answer within {:?}", inner.request_timeout),
+                        ),
+                        maybe_applied: is_write,
+                    },
+                },
+            };
+            match failure {
+                Failure::Fatal(error) => return Err(error),
+                Failure::Retry {
+                    error,
+                    maybe_applied,
+                } => {
+                    tracing::debug!(backend = BACKEND, %error, "etcd request failed; trying the next endpoint");
+                    ambiguous |= maybe_applied;
+                    // Later calls start at the next endpoint, not at the one that failed.
+                    inner.current.store((i + 1) % n, Ordering::Relaxed);
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or(StoreError::Unsupported("an etcd store without endpoints")))
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<Entry, StoreError> {
+        let record: Record =
+            serde_json::from_slice(kv.value()).map_err(|e| StoreError::Foreign {
+                reason: format!("{e}"),
+            })?;
+        let index = u64::try_from(kv.mod_revision()).map_err(|_| StoreError::Foreign {
+            reason: format!("negative mod_revision {}", kv.mod_revision()),
+        })?;
+        Ok(Entry {
+            record,
+            index,
+            lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
+        })
+    }
+
+    /// The entry in the failure branch of a txn (a range of the key).
+    fn current_from(&self, responses: Vec<TxnOpResponse>) -> Result<Option<Entry>, StoreError> {
+        for response in responses {
+            if let TxnOpResponse::Get(get) = response {
+                return get.kvs().first().map(|kv| self.decode(kv)).transpose();
+            }
+        }
+        Ok(None)
+    }
+
+    fn lease_secs(ttl: Duration) -> i64 {
+        // etcd leases count whole seconds; round up so a lease never ends early.
+        let millis = ttl.as_millis().max(1);
+        i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+fn index_to_revision(index: u64) -> i64 {
+    // An index above i64::MAX cannot exist in etcd, so the compare simply fails.
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+fn missing_header() -> BoxError {
+    "the answer has no header".into()
+}
+
+#[async_trait]
+impl CompareExchange for EtcdStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_watch(true).with_leases(true)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let key = self.full_key(key);
+        let (response, _) = self
+            .with_failover(false, |mut client| {
+                let key = key.clone();
+                async move { client.get(key, None).await }
+            })
+            .await?;
+        response.kvs().first().map(|kv| self.decode(kv)).transpose()
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        record: &Record,
+        expect: Expect,
+        lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = self.full_key(key);
+        let value = serde_json::to_vec(record).map_err(|e| StoreError::Foreign {
+            reason: format!("cannot encode the record: {e}"),
+        })?;
+        let compare = match expect {
+            Expect::Absent => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Expect::Index(i) => {
+                Compare::mod_revision(key.clone(), CompareOp::Equal, index_to_revision(i))
+            }
+        };
+        let options = lease.map(|l| PutOptions::new().with_lease(l.0));
+        let txn = etcd_client::Txn::new()
+            .when([compare])
+            .and_then([TxnOp::put(key.clone(), value, options)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let result = self
+            .with_failover(true, |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await;
+        let (response, ambiguous) = match result {
+            Err(StoreError::Backend { endpoint, source })
+                if lease.is_some() && source.to_string().contains("lease not found") =>
+            {
+                let _ = endpoint;
+                return Err(StoreError::LeaseGone(lease.unwrap_or(LeaseId(0))));
+            }
+            other => other?,
+        };
+        if response.succeeded() {
+            let revision = response
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| StoreError::Foreign {
+                    reason: "txn answer without a header".into(),
+                })?;
+            let index = u64::try_from(revision).map_err(|_| StoreError::Foreign {
+                reason: format!("negative revision {revision}"),
+            })?;
+            return Ok(PutOutcome::Swapped { index });
+        }
+        let current = self.current_from(response.op_responses())?;
+        if ambiguous {
+            // An attempt that timed out elsewhere may have written our record: if the key
+            // holds this very acquisition, that write is ours.
+            if let Some(entry) = &current {
+                if entry.record.same_acquisition(record) {
+                    return Ok(PutOutcome::Swapped { index: entry.index });
+                }
+            }
+        }
+        Ok(PutOutcome::Conflict { current })
+    }
+
+    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
+        let key = self.full_key(key);
+        let txn = etcd_client::Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                index_to_revision(index),
+            )])
+            .and_then([TxnOp::delete(key.clone(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let (response, ambiguous) = self
+            .with_failover(true, |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        if response.succeeded() {
+            return Ok(DeleteOutcome::Deleted);
+        }
+        let current = self.current_from(response.op_responses())?;
+        if ambiguous && current.is_none() {
+            // Our delete may have been applied by the attempt that timed out.
+            return Ok(DeleteOutcome::Deleted);
+        }
+        Ok(DeleteOutcome::Conflict { current })
+    }
+
+    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
+        let full = self.full_key(key);
+        let start_revision = match seen {
+            Some(index) => index_to_revision(index).saturating_add(1),
+            None => {
+                // Absent: watch from the revision at which we see it absent.
+                let (response, _) = self
+                    .with_failover(false, |mut client| {
+                        let key = full.clone();
+                        async move { client.get(key, Some(GetOptions::new().with_keys_only())).await }
+                    })
+                    .await?;
+                if !response.kvs().is_empty() {
+                    return Ok(());
+                }
+                let revision = response
+                    .header()
+                    .map(|h| h.revision())
+                    .ok_or_else(|| StoreError::Foreign {
+                        reason: missing_header().to_string(),
+                    })?;
+                revision.saturating_add(1)
+            }
+        };
+        let options = WatchOptions::new().with_start_revision(start_revision);
+        // Opening the watch is bounded by the request timeout (and fails over); waiting
+        // for an event is bounded by the caller.
+        let ((mut stream, created), _) = self
+            .with_failover(false, |mut client| {
+                let key = full.clone();
+                async move {
+                    let mut stream = client.watch(key, Some(options)).await?;
+                    // Wait for the "created" answer so that a dead node is caught here.
+                    let created = stream.message().await?;
+                    Ok((stream, created))
+                }
+            })
+            .await?;
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
+        let mut next = created;
+        loop {
+            let message = match next.take() {
+                Some(message) => message,
+                None => match stream.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return Err(self.unavailable(i, "the watch stream closed")),
+                    Err(e) => {
+                        return Err(match self.classify(i, e, false) {
+                            Failure::Retry { error, .. } | Failure::Fatal(error) => error,
+                        });
+                    }
+                },
+            };
+            if message.compact_revision() > 0 || !message.events().is_empty() {
+                // Compacted past our revision means it changed since: wake the caller.
+                return Ok(());
+            }
+            if message.canceled() {
+                return Err(self.backend_error(
+                    i,
+                    format!("the watch was cancelled: {}", message.cancel_reason()),
+                ));
+            }
+        }
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let secs = Self::lease_secs(ttl);
+        let (response, _) = self
+            .with_failover(false, |mut client| async move {
+                client.lease_grant(secs, None).await
+            })
+            .await?;
+        if !response.error().is_empty() {
+            return Err(StoreError::Backend {
+                endpoint: self.endpoints().join(","),
+                source: format!("lease grant refused: {}", response.error()).into(),
+            });
+        }
+        Ok(LeaseId(response.id()))
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        let inner = &self.inner;
+        let mut streams = inner.keepalives.lock().await;
+        // Renew over the open stream first.
+        if let Some(open) = streams.get_mut(&lease.0) {
+            let endpoint = open.endpoint;
+            let renewed = tokio::time::timeout(inner.request_timeout, async {
+                open.keeper.keep_alive().await?;
+                open.stream.message().await
+            })
+            .await;
+            match renewed {
+                Ok(Ok(Some(answer))) => {
+                    if answer.ttl() <= 0 {
+                        streams.remove(&lease.0);
+                        return Ok(None);
+                    }
+                    return Ok(Some(Duration::from_secs(answer.ttl().unsigned_abs())));
+                }
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    // The stream broke or hangs: reopen it, on the next endpoint.
+                    streams.remove(&lease.0);
+                    let n = inner.endpoints.len();
+                    inner.current.store((endpoint + 1) % n, Ordering::Relaxed);
+                }
+            }
+        }
+        // Open a stream: its first request is itself a renewal.
+        let opened = self
+            .with_failover(false, |mut client| async move {
+                client.lease_keep_alive(lease.0).await
+            })
+            .await;
+        match opened {
+            Ok(((keeper, mut stream), _)) => {
+                // The opening call read the first answer (and checked its TTL > 0); the
+                // TTL it saw is not exposed, so ask once more on the new stream.
+                let endpoint = inner.current.load(Ordering::Relaxed) % inner.endpoints.len();
+                let mut keeper = keeper;
+                let answer = tokio::time::timeout(inner.request_timeout, async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                })
+                .await;
+                match answer {
+                    Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                        streams.insert(
+                            lease.0,
+                            KeepAlive {
+                                endpoint,
+                                keeper,
+                                stream,
+                            },
+                        );
+                        Ok(Some(Duration::from_secs(answer.ttl().unsigned_abs())))
+                    }
+                    Ok(Ok(Some(_))) => Ok(None),
+                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Err(self.unavailable(
+                        endpoint,
+                        "the lease keep-alive stream broke right after opening",
+                    )),
+                }
+            }
+            Err(StoreError::Backend { source, .. })
+                if source.to_string().contains("lease not found") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.keepalives.lock().await.remove(&lease.0);
+        let result = self
+            .with_failover(false, |mut client| async move {
+                client.lease_revoke(lease.0).await
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already gone: the keys are deleted either way.
+            Err(StoreError::Backend { source, .. })
+                if source.to_string().contains("lease not found") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_with_credentials_hosts_and_prefix() {
+        let b = builder_from_url("etcd://app:p%40ss@127.0.0.1:2379,localhost:22379/my/app/")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = b.build().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.endpoints(),
+            ["http://127.0.0.1:2379", "http://localhost:22379"]
+        );
+        assert_eq!(store.prefix(), "my/app/");
+        let debug = format!("{store:?}");
+        assert!(!debug.contains("p@ss") && !debug.contains("p%40ss"), "{debug}");
+        assert!(debug.contains("app"), "{debug}");
+    }
+
+    #[test]
+    fn etcds_url_uses_https() {
+        let store = EtcdStore::from_url("etcds://127.0.0.1:2379").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.endpoints(), ["https://127.0.0.1:2379"]);
+        assert_eq!(store.prefix(), "");
+    }
+
+    #[test]
+    fn malformed_urls_are_typed_errors_without_the_password() {
+        for bad in [
+            "http://127.0.0.1:2379",
+            "127.0.0.1:2379",
+            "etcd://",
+            "etcd://127.0.0.1",
+            "etcd://127.0.0.1:0",
+            "etcd://127.0.0.1:99999",
+            "etcd://u:hunter2@",
+            "etcd://u:hunter2@127.0.0.1:2379,",
+            "etcd://:hunter2@127.0.0.1:2379",
+            "etcd://u:hunter2%zz@127.0.0.1:2379",
+            "etcd://127.0.0.1:2379?x=1",
+        ] {
+            match builder_from_url(bad) {
+                Err(e @ EtcdConfigError::InvalidUrl { .. }) => {
+                    assert!(!e.to_string().contains("hunter2"), "{bad}: {e}");
+                }
+                other => panic!("{bad}: expected InvalidUrl, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn endpoint_validation() {
+        assert!(matches!(
+            EtcdStore::builder().build(),
+            Err(EtcdConfigError::NoEndpoints)
+        ));
+        for bad in [
+            "ftp://h:1",
+            "http://h",
+            "http://u:p@h:1",
+            "http://h:1/x",
+            "https://h:1",
+        ] {
+            assert!(
+                matches!(
+                    EtcdStore::builder().endpoint(bad).build(),
+                    Err(EtcdConfigError::InvalidEndpoint { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            EtcdStore::builder()
+                .endpoint("h:1")
+                .request_timeout(Duration::ZERO)
+                .build(),
+            Err(EtcdConfigError::ZeroTimeout { .. })
+        ));
+        assert!(matches!(
+            EtcdStore::builder()
+                .endpoint("h:1")
+                .ca_certificate_file("/nonexistent/ca.pem")
+                .build(),
+            Err(EtcdConfigError::Tls { .. })
+        ));
+    }
+
+    #[test]
+    fn lease_seconds_round_up() {
+        assert_eq!(EtcdStore::lease_secs(Duration::from_millis(1)), 1);
+        assert_eq!(EtcdStore::lease_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(EtcdStore::lease_secs(Duration::from_millis(1001)), 2);
+    }
+}

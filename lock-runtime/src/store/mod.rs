@@ -1,0 +1,284 @@
+//! The store contract every backend implements, and the backends themselves.
+//!
+//! The contract is RavenDB's compare-exchange model expressed as data (compare
+//! `object_store`'s `PutMode`): a key holds at most one [`Entry`], a lock
+//! [`Record`] plus an `index` that the store assigns on every write. Writes are
+//! conditional on the index ([`Expect`]); losing a race is an ordinary answer
+//! ([`PutOutcome::Conflict`], [`DeleteOutcome::Conflict`]), never an error.
+//! Errors ([`StoreError`]) mean the backend itself failed.
+//!
+//! The index must be monotonic per key *across delete and re-create* (a global
+//! counter, an etcd revision, a Raft index): it is the fencing token.
+//!
+//! Two optional capabilities have polling fallbacks in the lock algorithm:
+//! [`CompareExchange::watch`] (wake a waiter when a key changes) and server-side
+//! leases ([`CompareExchange::grant_lease`] and friends), with which the server
+//! expires a crashed holder's keys and one keep-alive renews every lock of a client.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod memory;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+/// A boxed error from a backend's transport or protocol layer.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The lock record stored at a key: who holds it and for how long.
+///
+/// Only `owner`, `nonce` and `ttl_ms` matter to the algorithm. The wall-clock
+/// fields are informational (for operators reading the store); no decision ever
+/// compares them with the local clock.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// The holder's client identity: `uuid@host:pid`.
+    pub owner: Arc<str>,
+    /// Unique per acquisition within one owner; `(owner, nonce)` identifies one
+    /// acquisition, which resolves ambiguous writes by reading back.
+    pub nonce: u64,
+    /// How long the holder may go without renewing before others may take over,
+    /// in milliseconds.
+    pub ttl_ms: u64,
+    /// The holder's wall clock when it wrote this record, in Unix milliseconds.
+    pub written_at_ms: u64,
+}
+
+impl Record {
+    /// The time-to-live as a [`Duration`].
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+
+    /// Whether this record was written for the same acquisition as `other`.
+    pub fn same_acquisition(&self, other: &Record) -> bool {
+        self.nonce == other.nonce && self.owner == other.owner
+    }
+}
+
+/// What a key currently holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The stored record.
+    pub record: Record,
+    /// The index the store assigned to the write that produced this entry.
+    pub index: u64,
+    /// The server lease the key is attached to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+/// The condition a write is made under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key must not exist (RavenDB: index 0; etcd: `create_revision == 0`).
+    Absent,
+    /// The key must exist with exactly this index.
+    Index(u64),
+}
+
+/// The answer to a conditional put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The write happened; `index` is the new entry's index.
+    Swapped {
+        /// Index of the new entry (the fencing token on acquire).
+        index: u64,
+    },
+    /// The condition did not hold; nothing was written.
+    Conflict {
+        /// What the key holds now, if the backend reported it.
+        current: Option<Entry>,
+    },
+}
+
+/// The answer to a conditional delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The entry with the expected index was deleted.
+    Deleted,
+    /// The key did not hold the expected index; nothing was deleted.
+    Conflict {
+        /// What the key holds now (`None`: absent or not reported).
+        current: Option<Entry>,
+    },
+}
+
+/// A server-side lease identifier (etcd lease ID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub i64);
+
+/// Optional capabilities of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`CompareExchange::watch`] is implemented: waiters block on it instead of polling.
+    pub watch: bool,
+    /// Server-side leases are implemented: keys put with a lease vanish when it
+    /// expires, renewal is one keep-alive per lease, and no takeover is needed.
+    pub leases: bool,
+}
+
+impl Capabilities {
+    /// No optional capability (pure compare-exchange; the algorithm polls and
+    /// takes over by observation).
+    pub const NONE: Capabilities = Capabilities {
+        watch: false,
+        leases: false,
+    };
+
+    /// Builder-style setter for [`Capabilities::watch`].
+    pub const fn with_watch(mut self, yes: bool) -> Self {
+        self.watch = yes;
+        self
+    }
+
+    /// Builder-style setter for [`Capabilities::leases`].
+    pub const fn with_leases(mut self, yes: bool) -> Self {
+        self.leases = yes;
+        self
+    }
+}
+
+/// A backend failure (not contention, which is data).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time (connection
+    /// refused, timeout, node electing). A write that failed this way may still
+    /// have been applied: the algorithm reads back before retrying.
+    #[error("cannot reach {endpoint}: {source}")]
+    Unavailable {
+        /// The endpoint (URL or address) that failed, never with credentials.
+        endpoint: String,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
+    /// The backend answered, but with an error or an answer we cannot use.
+    #[error("{endpoint} answered with an error: {source}")]
+    Backend {
+        /// The endpoint that answered, never with credentials.
+        endpoint: String,
+        /// What was wrong with the answer.
+        #[source]
+        source: BoxError,
+    },
+    /// The key holds a value that is not a distlock record (written by someone else).
+    #[error("the value stored there is not a distlock lock record: {reason}")]
+    Foreign {
+        /// Why the value could not be decoded.
+        reason: String,
+    },
+    /// A lease operation named a lease the server no longer has.
+    #[error("lease {0:?} no longer exists on the server")]
+    LeaseGone(LeaseId),
+    /// The store does not implement an optional capability.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// Whether retrying (after reading back) may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// The compare-exchange store contract.
+///
+/// Implementations are thin adapters: the lock algorithm lives once, in
+/// [`crate::LockClient`]. Every method must finish in bounded time (apply a
+/// per-request timeout and report [`StoreError::Unavailable`]).
+#[async_trait]
+pub trait CompareExchange: Send + Sync + fmt::Debug + 'static {
+    /// Short backend name for errors and logs: `"memory"`, `"etcd"`, `"ravendb"`.
+    fn backend(&self) -> &'static str;
+
+    /// Which optional capabilities this store has.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    /// Reads the entry at `key`.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+
+    /// Writes `record` at `key` if `expect` holds, attached to `lease` if given
+    /// (only passed when [`Capabilities::leases`] is set).
+    async fn put(
+        &self,
+        key: &str,
+        record: &Record,
+        expect: Expect,
+        lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Deletes `key` if it holds exactly `index`.
+    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError>;
+
+    /// Returns once `key` may no longer hold `seen` (`None`: absent): after a
+    /// write or delete of the key, or at once if it already differs. May return
+    /// early (spuriously); the caller re-reads. Callers bound it with a timeout.
+    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
+        let _ = (key, seen);
+        Err(StoreError::Unsupported("watch"))
+    }
+
+    /// Grants a server lease of `ttl`.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let _ = ttl;
+        Err(StoreError::Unsupported("leases"))
+    }
+
+    /// Renews `lease` once; `Ok(None)` (or [`StoreError::LeaseGone`]) means the
+    /// lease no longer exists, `Ok(Some(ttl))` is the remaining time to live.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        let _ = lease;
+        Err(StoreError::Unsupported("leases"))
+    }
+
+    /// Revokes `lease`, deleting every key attached to it.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let _ = lease;
+        Err(StoreError::Unsupported("leases"))
+    }
+}
+
+#[async_trait]
+impl<S: CompareExchange + ?Sized> CompareExchange for Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        (**self).get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        record: &Record,
+        expect: Expect,
+        lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError> {
+        (**self).put(key, record, expect, lease).await
+    }
+    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
+        (**self).delete(key, index).await
+    }
+    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
+        (**self).watch(key, seen).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        (**self).grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        (**self).keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        (**self).revoke_lease(lease).await
+    }
+}
