@@ -1,1 +1,51 @@
-//! distlock facade.
+//! # distlock
+//!
+//! Cluster-wide mutual exclusion for async Rust, as easy and as safe as a
+//! local `Mutex`: while a locked body runs, no other process in the cluster
+//! runs a body locked with the same key.
+//!
+//! The lock is a compare-exchange record (RavenDB's cluster-wide lock, made
+//! skew-safe): acquire is put-if-absent, renewal and takeover are
+//! compare-exchanges on the index, release is delete-if-index, and the index
+//! is the **fencing token**. Backends: in-memory (default), etcd (feature
+//! `etcd`) and RavenDB (feature `ravendb`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use distlock::{LockClient, LockOptions, Wait};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let client = LockClient::memory();
+//! let options = LockOptions::default()
+//!     .ttl(Duration::from_secs(30))
+//!     .wait(Wait::For(Duration::from_secs(5)));
+//!
+//! let receipt = client
+//!     .with_lock("orders/42", &options, async {
+//!         // Runs alone, cluster-wide. Fence writes with the token:
+//!         let token = distlock::current().map(|lock| lock.token());
+//!         format!("paid with token {token:?}")
+//!     })
+//!     .await?;
+//! assert!(receipt.starts_with("paid"));
+//! # Ok::<(), distlock::LockError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Guarantees and their limits
+//! - Never two holders at once, as long as the backend is linearizable and
+//!   the holder can renew. When it cannot (a pause or partition longer than
+//!   the ttl), the lock is reported lost *before* another client can take it,
+//!   the body is cancelled by default, and the fencing token lets the protected
+//!   resource reject the stale holder. A lock alone is for efficiency;
+//!   correctness needs the resource to check the token.
+//! - Takeover of a crashed holder happens only after its record stayed
+//!   unchanged for its full ttl on the local monotonic clock: no two machines'
+//!   wall clocks are ever compared.
+
+pub use lock_runtime::{
+    Backoff, ClientStats, Current, LockClient, LockClientBuilder, LockError, LockGuard,
+    LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError,
+    SystemClock, Wait, WallClock, current, install, installed, parse_duration, store,
+    validate_key,
+};
