@@ -940,13 +940,13 @@ impl CompareExchange for EtcdStore {
                 revision.saturating_add(1)
             }
         };
-        let options = WatchOptions::new().with_start_revision(start_revision);
         // Opening the watch is bounded by the request timeout (and fails over); waiting
         // for an event is bounded by the caller.
         let ((mut stream, created), _) = self
             .with_failover(false, |mut client| {
                 let key = full.clone();
                 async move {
+                    let options = WatchOptions::new().with_start_revision(start_revision);
                     let mut stream = client.watch(key, Some(options)).await?;
                     // Wait for the "created" answer so that a dead node is caught here.
                     let created = stream.message().await?;
