@@ -213,7 +213,9 @@ impl Shared {
             .wall
             .now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         Record {
             owner: Arc::clone(&self.owner),
             nonce: self.nonce.fetch_add(1, Ordering::Relaxed),
@@ -423,7 +425,8 @@ impl LockClient {
     /// Acquires `key` with the client's default options (by default waiting
     /// forever, like [`tokio::sync::Mutex::lock`]).
     pub async fn acquire(&self, key: &str) -> Result<LockGuard, LockError> {
-        self.acquire_with(key, &self.shared().defaults.clone()).await
+        self.acquire_with(key, &self.shared().defaults.clone())
+            .await
     }
 
     /// Tries once: `Ok(None)` if someone else holds `key`.
@@ -468,7 +471,9 @@ impl LockClient {
             let current = match outcome {
                 Ok(PutOutcome::Swapped { index }) => {
                     let takeover = matches!(expect, Expect::Index(_));
-                    return Ok(self.held(key, record, index, sent, options, session, takeover, contended));
+                    return Ok(self.held(
+                        key, record, index, sent, options, session, takeover, contended,
+                    ));
                 }
                 Ok(PutOutcome::Conflict { current }) => current,
                 Err(StoreError::LeaseGone(_)) if session.is_some() => {
@@ -491,7 +496,16 @@ impl LockClient {
                     match shared.store.get(key).await {
                         Ok(Some(entry)) if entry.record.same_acquisition(&record) => {
                             let takeover = matches!(expect, Expect::Index(_));
-                            return Ok(self.held(key, record, entry.index, sent, options, session, takeover, contended));
+                            return Ok(self.held(
+                                key,
+                                record,
+                                entry.index,
+                                sent,
+                                options,
+                                session,
+                                takeover,
+                                contended,
+                            ));
                         }
                         Ok(current) => {
                             tracing::debug!(key, %error, "distlock: write failed, not applied; retrying");
@@ -521,7 +535,16 @@ impl LockClient {
             };
             if entry.record.same_acquisition(&record) {
                 // An earlier ambiguous write of ours did commit.
-                return Ok(self.held(key, record, entry.index, sent, options, session, false, contended));
+                return Ok(self.held(
+                    key,
+                    record,
+                    entry.index,
+                    sent,
+                    options,
+                    session,
+                    false,
+                    contended,
+                ));
             }
             if !contended {
                 contended = true;

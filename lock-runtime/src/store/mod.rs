@@ -19,11 +19,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+/// Re-exported so custom backends implement [`CompareExchange`] with the same
+/// `async_trait` version as this crate.
+pub use async_trait::async_trait;
 
-pub mod memory;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod memory;
 
 /// A boxed error from a backend's transport or protocol layer.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
