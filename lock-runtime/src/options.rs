@@ -48,7 +48,9 @@ impl From<Duration> for Wait {
 
 /// The error of parsing a [`Wait`] or a duration option.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {reason} (write it like \"500ms\", \"5s\", \"1m 30s\"{extra})")]
+#[error(
+    "invalid duration {input:?}: {reason} (write it like \"500ms\", \"5s\", \"1m 30s\"{extra})"
+)]
 pub struct ParseDurationError {
     input: String,
     reason: String,
@@ -63,12 +65,10 @@ impl FromStr for Wait {
         match s.trim() {
             "forever" => Ok(Wait::Forever),
             "never" => Ok(Wait::Never),
-            other => parse_duration(other)
-                .map(Wait::from)
-                .map_err(|mut error| {
-                    error.extra = ", or \"forever\"";
-                    error
-                }),
+            other => parse_duration(other).map(Wait::from).map_err(|mut error| {
+                error.extra = ", or \"forever\"";
+                error
+            }),
         }
     }
 }
@@ -189,7 +189,10 @@ impl LockOptions {
             )));
         }
         if u64::try_from(self.ttl.as_millis()).is_err() {
-            return Err(LockError::config(format!("ttl {:?} is too large", self.ttl)));
+            return Err(LockError::config(format!(
+                "ttl {:?} is too large",
+                self.ttl
+            )));
         }
         Ok(())
     }
@@ -233,10 +236,16 @@ mod tests {
     fn bad_keys_are_rejected_with_a_reason() {
         assert!(validate_key("orders/1").is_ok());
         for bad in ["", "a\nb", "\u{7f}x"] {
-            assert!(matches!(validate_key(bad), Err(LockError::InvalidKey { .. })));
+            assert!(matches!(
+                validate_key(bad),
+                Err(LockError::InvalidKey { .. })
+            ));
         }
         let long = "k".repeat(MAX_KEY_LEN + 1);
-        assert!(matches!(validate_key(&long), Err(LockError::InvalidKey { .. })));
+        assert!(matches!(
+            validate_key(&long),
+            Err(LockError::InvalidKey { .. })
+        ));
         assert!(validate_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
     }
 

@@ -48,7 +48,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     }
                     earliest(at);
                 }
-                let releasing = held.releasing.load(Ordering::Acquire) && timing.release_at.is_none();
+                let releasing =
+                    held.releasing.load(Ordering::Acquire) && timing.release_at.is_none();
                 if releasing || held.lost_reason().is_some() {
                     continue;
                 }
