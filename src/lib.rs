@@ -46,6 +46,5 @@
 pub use lock_runtime::{
     Backoff, ClientStats, Current, LockClient, LockClientBuilder, LockError, LockGuard,
     LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError,
-    SystemClock, Wait, WallClock, current, install, installed, parse_duration, store,
-    validate_key,
+    SystemClock, Wait, WallClock, current, install, installed, parse_duration, store, validate_key,
 };
