@@ -54,6 +54,10 @@ use super::{
     Record, StoreError,
 };
 
+/// The gRPC client crate this backend is built on, for raw access next to the store
+/// (benchmark baselines, debugging, setting up users and roles).
+pub use etcd_client;
+
 const BACKEND: &str = "etcd";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,7 +67,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[non_exhaustive]
 pub enum EtcdConfigError {
     /// The `etcd://` / `etcds://` URL could not be parsed.
-    #[error("invalid etcd URL: {reason} (expected etcd://[user:password@]host:port[,host:port...][/prefix], or etcds:// for TLS)")]
+    #[error(
+        "invalid etcd URL: {reason} (expected etcd://[user:password@]host:port[,host:port...][/prefix], or etcds:// for TLS)"
+    )]
     InvalidUrl {
         /// What is wrong with it.
         reason: String,
@@ -238,8 +244,9 @@ impl EtcdStoreBuilder {
         cert_pem: impl Into<Vec<u8>>,
         key_pem: impl Into<Vec<u8>>,
     ) -> Self {
-        self.tls.get_or_insert_with(TlsMaterial::default).identity_pem =
-            Some((cert_pem.into(), key_pem.into()));
+        self.tls
+            .get_or_insert_with(TlsMaterial::default)
+            .identity_pem = Some((cert_pem.into(), key_pem.into()));
         self
     }
 
@@ -579,12 +586,22 @@ impl EtcdStore {
         self.get("").await.map(|_| ())
     }
 
-    fn full_key(&self, key: &str) -> String {
+    /// The gRPC client of the endpoint requests currently go to, connecting it if needed:
+    /// the same connection the store uses, for raw requests next to it.
+    pub async fn raw_client(&self) -> Result<Client, StoreError> {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
+        self.client_at(i).await.map_err(|f| match f {
+            Failure::Retry { error, .. } | Failure::Fatal(error) => error,
+        })
+    }
+
+    /// The full etcd key under which `key` is stored (the prefix followed by `key`).
+    pub fn full_key(&self, key: &str) -> String {
         format!("{}{}", self.inner.prefix, key)
     }
 
     /// Connects (once) to endpoint `i`, within the connect timeout.
-    async fn client(&self, i: usize) -> Result<Client, Failure> {
+    async fn client_at(&self, i: usize) -> Result<Client, Failure> {
         let inner = &self.inner;
         let slot = &inner.endpoints[i];
         let connect = || async {
@@ -729,7 +746,7 @@ impl EtcdStore {
         let mut last = None;
         for step in 0..n {
             let i = (start + step) % n;
-            let failure = match self.client(i).await {
+            let failure = match self.client_at(i).await {
                 Err(f) => f,
                 Ok(client) => match tokio::time::timeout(inner.request_timeout, op(client)).await {
                     Ok(Ok(value)) => {
@@ -865,12 +882,13 @@ impl CompareExchange for EtcdStore {
             other => other?,
         };
         if response.succeeded() {
-            let revision = response
-                .header()
-                .map(|h| h.revision())
-                .ok_or_else(|| StoreError::Foreign {
-                    reason: "txn answer without a header".into(),
-                })?;
+            let revision =
+                response
+                    .header()
+                    .map(|h| h.revision())
+                    .ok_or_else(|| StoreError::Foreign {
+                        reason: "txn answer without a header".into(),
+                    })?;
             let index = u64::try_from(revision).map_err(|_| StoreError::Foreign {
                 reason: format!("negative revision {revision}"),
             })?;
@@ -918,28 +936,32 @@ impl CompareExchange for EtcdStore {
 
     async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
         let full = self.full_key(key);
-        let start_revision = match seen {
-            Some(index) => index_to_revision(index).saturating_add(1),
-            None => {
-                // Absent: watch from the revision at which we see it absent.
-                let (response, _) = self
-                    .with_failover(false, |mut client| {
-                        let key = full.clone();
-                        async move { client.get(key, Some(GetOptions::new().with_keys_only())).await }
-                    })
-                    .await?;
-                if !response.kvs().is_empty() {
-                    return Ok(());
-                }
-                let revision = response
-                    .header()
-                    .map(|h| h.revision())
-                    .ok_or_else(|| StoreError::Foreign {
-                        reason: missing_header().to_string(),
+        let start_revision =
+            match seen {
+                Some(index) => index_to_revision(index).saturating_add(1),
+                None => {
+                    // Absent: watch from the revision at which we see it absent.
+                    let (response, _) = self
+                        .with_failover(false, |mut client| {
+                            let key = full.clone();
+                            async move {
+                                client
+                                    .get(key, Some(GetOptions::new().with_keys_only()))
+                                    .await
+                            }
+                        })
+                        .await?;
+                    if !response.kvs().is_empty() {
+                        return Ok(());
+                    }
+                    let revision = response.header().map(|h| h.revision()).ok_or_else(|| {
+                        StoreError::Foreign {
+                            reason: missing_header().to_string(),
+                        }
                     })?;
-                revision.saturating_add(1)
-            }
-        };
+                    revision.saturating_add(1)
+                }
+            };
         // Opening the watch is bounded by the request timeout (and fails over); waiting
         // for an event is bounded by the caller.
         let ((mut stream, created), _) = self
@@ -1000,67 +1022,65 @@ impl CompareExchange for EtcdStore {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
         let inner = &self.inner;
-        let mut streams = inner.keepalives.lock().await;
-        // Renew over the open stream first.
-        if let Some(open) = streams.get_mut(&lease.0) {
-            let endpoint = open.endpoint;
+        // Take the stream out while it is in use: if this call is cancelled between a
+        // request and its answer, the stream is dropped rather than left one answer
+        // behind (a stale answer would make a renewal look newer than it is).
+        let open = inner.keepalives.lock().await.remove(&lease.0);
+        if let Some(mut open) = open {
             let renewed = tokio::time::timeout(inner.request_timeout, async {
                 open.keeper.keep_alive().await?;
                 open.stream.message().await
             })
             .await;
             match renewed {
-                Ok(Ok(Some(answer))) => {
-                    if answer.ttl() <= 0 {
-                        streams.remove(&lease.0);
-                        return Ok(None);
-                    }
-                    return Ok(Some(Duration::from_secs(answer.ttl().unsigned_abs())));
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                    let ttl = Duration::from_secs(answer.ttl().unsigned_abs());
+                    inner.keepalives.lock().await.insert(lease.0, open);
+                    return Ok(Some(ttl));
                 }
+                Ok(Ok(Some(_))) => return Ok(None),
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                     // The stream broke or hangs: reopen it, on the next endpoint.
-                    streams.remove(&lease.0);
+                    tracing::debug!(
+                        backend = BACKEND,
+                        endpoint = %inner.endpoints[open.endpoint].url,
+                        "etcd keep-alive stream broken; reopening"
+                    );
                     let n = inner.endpoints.len();
-                    inner.current.store((endpoint + 1) % n, Ordering::Relaxed);
+                    inner
+                        .current
+                        .store((open.endpoint + 1) % n, Ordering::Relaxed);
                 }
             }
         }
-        // Open a stream: its first request is itself a renewal.
+        // Open a stream. Opening sends one keep-alive and checks the lease still exists;
+        // the TTL of that answer is not exposed, so renew once more on the new stream.
         let opened = self
             .with_failover(false, |mut client| async move {
-                client.lease_keep_alive(lease.0).await
+                let (mut keeper, mut stream) = client.lease_keep_alive(lease.0).await?;
+                keeper.keep_alive().await?;
+                let answer = stream.message().await?;
+                Ok((keeper, stream, answer))
             })
             .await;
+        let endpoint = inner.current.load(Ordering::Relaxed) % inner.endpoints.len();
         match opened {
-            Ok(((keeper, mut stream), _)) => {
-                // The opening call read the first answer (and checked its TTL > 0); the
-                // TTL it saw is not exposed, so ask once more on the new stream.
-                let endpoint = inner.current.load(Ordering::Relaxed) % inner.endpoints.len();
-                let mut keeper = keeper;
-                let answer = tokio::time::timeout(inner.request_timeout, async {
-                    keeper.keep_alive().await?;
-                    stream.message().await
-                })
-                .await;
-                match answer {
-                    Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
-                        streams.insert(
-                            lease.0,
-                            KeepAlive {
-                                endpoint,
-                                keeper,
-                                stream,
-                            },
-                        );
-                        Ok(Some(Duration::from_secs(answer.ttl().unsigned_abs())))
-                    }
-                    Ok(Ok(Some(_))) => Ok(None),
-                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Err(self.unavailable(
+            Ok(((keeper, stream, Some(answer)), _)) if answer.ttl() > 0 => {
+                inner.keepalives.lock().await.insert(
+                    lease.0,
+                    KeepAlive {
                         endpoint,
-                        "the lease keep-alive stream broke right after opening",
-                    )),
-                }
+                        keeper,
+                        stream,
+                    },
+                );
+                Ok(Some(Duration::from_secs(answer.ttl().unsigned_abs())))
             }
+            Ok(((_, _, Some(_)), _)) => Ok(None),
+            Ok(((_, _, None), _)) => Err(self.unavailable(
+                endpoint,
+                "the lease keep-alive stream closed right after opening",
+            )),
             Err(StoreError::Backend { source, .. })
                 if source.to_string().contains("lease not found") =>
             {
@@ -1105,7 +1125,10 @@ mod tests {
         );
         assert_eq!(store.prefix(), "my/app/");
         let debug = format!("{store:?}");
-        assert!(!debug.contains("p@ss") && !debug.contains("p%40ss"), "{debug}");
+        assert!(
+            !debug.contains("p@ss") && !debug.contains("p%40ss"),
+            "{debug}"
+        );
         assert!(debug.contains("app"), "{debug}");
     }
 
