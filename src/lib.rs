@@ -43,8 +43,17 @@
 //!   unchanged for its full ttl on the local monotonic clock: no two machines'
 //!   wall clocks are ever compared.
 
+pub use lock_macros::distributed_lock;
+
 pub use lock_runtime::{
     Backoff, ClientStats, Current, LockClient, LockClientBuilder, LockError, LockGuard,
     LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError,
     SystemClock, Wait, WallClock, current, install, installed, parse_duration, store, validate_key,
 };
+
+/// What `#[distributed_lock]` expands to call. Not a public API: it changes
+/// without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use lock_runtime::__private::*;
+}

@@ -32,6 +32,9 @@
 //! # }).unwrap();
 //! ```
 
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
 mod client;
 mod current;
 mod error;
