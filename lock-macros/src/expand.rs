@@ -148,11 +148,13 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
             let inner = match &sig.output {
                 ReturnType::Type(_, ty) if contains_impl_trait(ty) => quote!(#block),
                 ReturnType::Type(_, ty) => quote! {
+                    #[allow(clippy::diverging_sub_expression)]
                     let #ret: #ty = #block;
                     #[allow(unreachable_code)]
                     #ret
                 },
                 ReturnType::Default => quote! {
+                    #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let #ret: () = #block;
                     #[allow(unreachable_code)]
                     #ret
