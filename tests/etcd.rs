@@ -5,6 +5,7 @@
 //! Run: `cargo test --features etcd --test etcd`
 #![cfg(feature = "etcd")]
 
+mod common;
 mod support {
     pub mod etcd;
 }
@@ -12,6 +13,8 @@ mod support {
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::conformance::{self, Backend};
+use distlock::{LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::etcd::{EtcdConfigError, EtcdStore};
 use lock_runtime::store::{
     CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError,
@@ -449,4 +452,482 @@ fn malformed_urls_are_typed_errors() {
             other => panic!("{bad:?}: expected InvalidUrl, got {other:?}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lock-level tests: the shared conformance suite and the issue's etcd scenarios.
+
+/// Every "connection" is a new `EtcdStore` (its own gRPC channels) on the same endpoints,
+/// as separate service instances would have.
+fn etcd_backend(urls: Vec<String>, request_timeout: Duration) -> Backend {
+    Backend::new("etcd", move || {
+        let store = EtcdStore::builder()
+            .endpoints(urls.iter().cloned())
+            .prefix("conformance/")
+            .request_timeout(request_timeout)
+            .connect_timeout(request_timeout)
+            .build()
+            .unwrap_or_else(|e| panic!("building the store: {e}"));
+        async move { Arc::new(store) as Arc<dyn CompareExchange> }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_passes_on_a_single_node() {
+    let etcd = EtcdCluster::single();
+    let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
+    conformance::run_all(&backend, 4, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_clients_a_thousand_contended_cycles_never_two_holders() {
+    let etcd = EtcdCluster::single();
+    let backend = etcd_backend(etcd.client_urls(), Duration::from_secs(1));
+    let started = Instant::now();
+    let observer = conformance::never_two_holders(&backend, 8, 1_000).await;
+    println!(
+        "etcd: {} contended cycles by 8 clients in {:?}, most holders at once {}, \
+         overlaps {}, token regressions {}",
+        observer.entries(),
+        started.elapsed(),
+        observer.most_inside(),
+        observer.overlaps(),
+        observer.token_regressions()
+    );
+}
+
+/// Progress of a contended run: when each critical section was entered.
+#[derive(Default)]
+struct Progress {
+    entries: std::sync::Mutex<Vec<Instant>>,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn entered(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Instant::now());
+    }
+
+    fn count(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// How long after `fault` the first critical section was entered.
+    fn resumed_after(&self, fault: Instant) -> Option<Duration> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|at| **at > fault)
+            .min()
+            .map(|at| at.duration_since(fault))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders() {
+    let mut etcd = EtcdCluster::cluster(3);
+    let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
+    let key = common::unique("cluster/contended");
+    let observer = Arc::new(common::Observer::default());
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let options = LockOptions::default()
+        .ttl(Duration::from_secs(5))
+        .wait(Wait::For(Duration::from_secs(10)));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let client = backend.client(options.clone()).await;
+        let (observer, progress, stop, key) = (
+            Arc::clone(&observer),
+            Arc::clone(&progress),
+            Arc::clone(&stop),
+            key.clone(),
+        );
+        tasks.spawn(async move {
+            // Bounded: the test sets `stop` after about 12 s.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let guard = match client.acquire(&key).await {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        // Unavailable while the cluster elects: try again shortly.
+                        progress
+                            .errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                observer.enter(guard.token());
+                progress.entered();
+                tokio::task::yield_now().await;
+                observer.exit();
+                if guard.release().await.is_err() {
+                    progress
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_kill = progress.count();
+    let leader = etcd.wait_leader(Duration::from_secs(5));
+    let killed_at = Instant::now();
+    etcd.kill(leader);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_kill = progress.count();
+    let resumed_after_kill = progress.resumed_after(killed_at);
+    etcd.restart(leader);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let stopped = etcd.wait_leader(Duration::from_secs(5));
+    let stopped_at = Instant::now();
+    etcd.pause(stopped);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_stop = progress.count();
+    let resumed_after_stop = progress.resumed_after(stopped_at);
+    etcd.resume(stopped);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                std::panic::resume_unwind(error.into_panic());
+            }
+        }
+    })
+    .await;
+    println!(
+        "etcd 3 nodes: {} cycles ({before_kill} before the kill, {after_kill} 3 s after, \
+         {after_stop} 3 s after the stop), errors retried {}, leader n{} kill -9: first entry \
+         after {resumed_after_kill:?}; SIGSTOP of leader n{}: first entry after \
+         {resumed_after_stop:?}; overlaps {}, token regressions {}",
+        observer.entries(),
+        progress.errors.load(std::sync::atomic::Ordering::Relaxed),
+        leader + 1,
+        stopped + 1,
+        observer.overlaps(),
+        observer.token_regressions()
+    );
+    assert!(drained.is_ok(), "the clients did not stop within 20 s");
+    assert_eq!(observer.overlaps(), 0, "two holders were inside at once");
+    assert_eq!(observer.most_inside(), 1);
+    assert_eq!(
+        observer.token_regressions(),
+        0,
+        "tokens must strictly increase"
+    );
+    for (what, resumed) in [
+        ("leader kill -9", resumed_after_kill),
+        ("member SIGSTOP", resumed_after_stop),
+    ] {
+        let resumed = resumed.unwrap_or_else(|| panic!("no progress at all after the {what}"));
+        assert!(
+            resumed < Duration::from_secs(5),
+            "progress resumed only {resumed:?} after the {what}"
+        );
+    }
+}
+
+/// Not a test on its own: the child process of
+/// `a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before`.
+/// It does nothing unless that test starts it with `DISTLOCK_ETCD_CHILD_URL` set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_holds_a_lock_until_killed() {
+    let (Ok(url), Ok(key)) = (
+        std::env::var("DISTLOCK_ETCD_CHILD_URL"),
+        std::env::var("DISTLOCK_ETCD_CHILD_KEY"),
+    ) else {
+        return;
+    };
+    let store = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
+    let client = LockClient::builder(store)
+        .defaults(LockOptions::default().ttl(Duration::from_secs(2)))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = client
+        .acquire(&key)
+        .await
+        .unwrap_or_else(|e| panic!("child acquire: {e}"));
+    println!("HELD {}", guard.token());
+    // Killed long before this ends; bounded in case the parent died.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    drop(guard);
+}
+
+/// Kills the child process by PID when the test ends, whatever happens.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before() {
+    use std::io::BufRead;
+
+    let etcd = EtcdCluster::single();
+    let url = format!("etcd://127.0.0.1:{}/crash", etcd.client_port(0));
+    let key = common::unique("crash/holder");
+    let ttl = Duration::from_secs(2);
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "child_process_holds_a_lock_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DISTLOCK_ETCD_CHILD_URL", &url)
+        .env("DISTLOCK_ETCD_CHILD_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning the holder process: {e}"));
+    let mut child = KillOnDrop(child);
+    let stdout = child
+        .0
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("no stdout pipe"));
+    // The line appears within a second; a reader thread keeps this bounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // The test harness may print its "test ... " prefix on the same line.
+            if let Some((_, token)) = line.split_once("HELD ") {
+                let _ = tx.send(token.trim().parse::<u64>().ok());
+                break;
+            }
+        }
+    });
+    let token = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("the holder process did not report holding the lock"))
+        .unwrap_or_else(|| panic!("the holder process printed no token"));
+    // Kill it right after it acquired: its lease was granted just before, and nothing
+    // renews it any more.
+    let killed_at = Instant::now();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+
+    let store = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
+    let client = LockClient::builder(store)
+        .defaults(LockOptions::default().ttl(ttl))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut taken = None;
+    while killed_at.elapsed() < ttl * 5 {
+        match client.try_acquire(&key).await {
+            Ok(Some(guard)) => {
+                taken = Some((killed_at.elapsed(), guard.token()));
+                guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+                break;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("try_acquire: {e}"),
+        }
+    }
+    let (after, new_token) =
+        taken.unwrap_or_else(|| panic!("the killed holder's lock was not freed within 5 ttl"));
+    println!("etcd: a SIGKILLed holder's lock (ttl {ttl:?}) was taken {after:?} after the kill");
+    assert!(
+        new_token > token,
+        "tokens must grow ({token} then {new_token})"
+    );
+    // The lease was granted before the child printed; allow that much slack.
+    assert!(
+        after >= ttl - Duration::from_millis(100),
+        "taken {after:?} after the kill, before the ttl of {ttl:?}"
+    );
+    assert!(
+        after < ttl + Duration::from_secs(2),
+        "freed only after {after:?}"
+    );
+}
+
+/// Counts the requests a lock client sends, by kind.
+#[derive(Debug, Default)]
+struct Counts {
+    gets: std::sync::atomic::AtomicU64,
+    puts: std::sync::atomic::AtomicU64,
+    deletes: std::sync::atomic::AtomicU64,
+    keep_alives: std::sync::atomic::AtomicU64,
+    other: std::sync::atomic::AtomicU64,
+}
+
+impl Counts {
+    fn total(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.gets.load(Relaxed)
+            + self.puts.load(Relaxed)
+            + self.deletes.load(Relaxed)
+            + self.keep_alives.load(Relaxed)
+            + self.other.load(Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct Counting {
+    inner: EtcdStore,
+    counts: Arc<Counts>,
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[distlock::store::async_trait]
+impl CompareExchange for Counting {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn capabilities(&self) -> lock_runtime::store::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &str) -> Result<Option<lock_runtime::store::Entry>, StoreError> {
+        bump(&self.counts.gets);
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        record: &Record,
+        expect: Expect,
+        lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError> {
+        bump(&self.counts.puts);
+        self.inner.put(key, record, expect, lease).await
+    }
+    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
+        bump(&self.counts.deletes);
+        self.inner.delete(key, index).await
+    }
+    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
+        bump(&self.counts.other);
+        self.inner.watch(key, seen).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        bump(&self.counts.other);
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        bump(&self.counts.keep_alives);
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        bump(&self.counts.other);
+        self.inner.revoke_lease(lease).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_second() {
+    const LOCKS: usize = 10_000;
+    const HOLD: Duration = Duration::from_secs(30);
+    let etcd = EtcdCluster::single();
+    let counts = Arc::new(Counts::default());
+    let store = Counting {
+        inner: store_for(&etcd.client_urls()),
+        counts: Arc::clone(&counts),
+    };
+    let client = LockClient::builder(store)
+        .defaults(
+            LockOptions::default()
+                .ttl(Duration::from_secs(10))
+                .wait(Wait::Never),
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let started = Instant::now();
+    let mut guards = Vec::with_capacity(LOCKS);
+    for batch in (0..LOCKS).collect::<Vec<_>>().chunks(250) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &i in batch {
+            let client = client.clone();
+            tasks.spawn(async move { client.acquire(&format!("many/{i}")).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(guard)) => guards.push(guard),
+                Ok(Err(e)) => panic!("acquire: {e}"),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+    let acquired_in = started.elapsed();
+
+    let before = counts.total();
+    let keep_alives_before = counts
+        .keep_alives
+        .load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(HOLD).await;
+    let during = counts.total() - before;
+    let keep_alives = counts
+        .keep_alives
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - keep_alives_before;
+    assert!(guards.iter().all(|g| !g.is_lost()), "a held lock was lost");
+
+    let release_started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut guards = guards.into_iter();
+    loop {
+        let batch: Vec<_> = guards.by_ref().take(250).collect();
+        if batch.is_empty() {
+            break;
+        }
+        for guard in batch {
+            tasks.spawn(guard.release());
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("release: {e}"),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+    println!(
+        "etcd: {LOCKS} locks acquired in {acquired_in:?}, held {HOLD:?} with {during} requests \
+         ({keep_alives} keep-alives), released in {:?}",
+        release_started.elapsed()
+    );
+    assert!(
+        during <= HOLD.as_secs(),
+        "{during} requests in {HOLD:?} while holding {LOCKS} locks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_errors_name_the_backend_when_etcd_is_unreachable() {
+    let store = store_for(&[dead_endpoint()]);
+    let client = LockClient::builder(store)
+        .defaults(LockOptions::default().wait(Wait::For(Duration::from_secs(2))))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    match client.acquire("unreachable").await {
+        Err(error @ LockError::Unavailable { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("etcd"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
