@@ -683,7 +683,7 @@ impl EtcdStore {
                     },
                     // Transport failures surface as Unknown with a transport message.
                     Code::Unknown if !message.starts_with("etcdserver:") => Failure::Retry {
-                        error: self.unavailable(i, format!("{message}")),
+                        error: self.unavailable(i, message),
                         maybe_applied: is_write,
                     },
                     Code::Unauthenticated | Code::PermissionDenied => {
@@ -895,14 +895,13 @@ impl CompareExchange for EtcdStore {
             return Ok(PutOutcome::Swapped { index });
         }
         let current = self.current_from(response.op_responses())?;
-        if ambiguous {
-            // An attempt that timed out elsewhere may have written our record: if the key
-            // holds this very acquisition, that write is ours.
-            if let Some(entry) = &current {
-                if entry.record.same_acquisition(record) {
-                    return Ok(PutOutcome::Swapped { index: entry.index });
-                }
-            }
+        // An attempt that timed out elsewhere may have written our record: if the key
+        // holds this very acquisition, that write is ours.
+        if ambiguous
+            && let Some(entry) = &current
+            && entry.record.same_acquisition(record)
+        {
+            return Ok(PutOutcome::Swapped { index: entry.index });
         }
         Ok(PutOutcome::Conflict { current })
     }
