@@ -13,6 +13,8 @@
 //!   with our `(owner, nonce)` found at the key afterwards is our acquisition.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,7 +116,7 @@ struct Observation {
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    pub held: HashMap<u64, Arc<Held>>,
+    pub held: HashMap<u64, Arc<Held>, RandomState>,
     pub renewer_running: bool,
     /// When the renewer will next wake up on its own (`None`: idle).
     pub wake_at: Option<Instant>,
@@ -128,7 +130,11 @@ pub(crate) struct Shared {
     pub caps: Capabilities,
     pub owner: Arc<str>,
     pub defaults: LockOptions,
-    wall: Arc<dyn WallClock>,
+    /// The wall clock read once at start, with the monotonic time it was read
+    /// at: records get `wall_base + (now - mono_base)`, one clock read per
+    /// acquisition instead of two (the timestamps are informational only).
+    wall_base: SystemTime,
+    mono_base: Instant,
     pub backoff: Backoff,
     pub lock_delay: Duration,
     nonce: AtomicU64,
@@ -143,6 +149,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The store as a trait object. Calling through `&dyn` (not the `Arc`,
+    /// which implements the trait too) avoids boxing every call twice.
+    pub fn store(&self) -> &dyn CompareExchange {
+        &*self.store
+    }
+
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -208,14 +220,11 @@ impl Shared {
         }
     }
 
-    fn record(&self, ttl: Duration) -> Record {
-        let written_at_ms = self
-            .wall
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-            });
+    fn record(&self, ttl: Duration, now: Instant) -> Record {
+        let wall = self.wall_base + now.saturating_duration_since(self.mono_base);
+        let written_at_ms = wall.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
         Record {
             owner: Arc::clone(&self.owner),
             nonce: self.nonce.fetch_add(1, Ordering::Relaxed),
@@ -372,7 +381,8 @@ impl LockClient {
             store,
             owner: owner.into(),
             defaults: builder.defaults,
-            wall: builder.wall.unwrap_or_else(|| Arc::new(SystemClock)),
+            wall_base: builder.wall.unwrap_or_else(|| Arc::new(SystemClock)).now(),
+            mono_base: Instant::now(),
             backoff: builder.backoff,
             lock_delay: builder.lock_delay,
             nonce: AtomicU64::new(1),
@@ -460,14 +470,19 @@ impl LockClient {
             None
         };
         let mut session = session;
-        let record = shared.record(options.ttl);
+        let record = shared.record(options.ttl, started);
         let mut expect = Expect::Absent;
         let mut attempt: u32 = 0;
         let mut contended = false;
+        let mut sent = started;
         loop {
-            let sent = Instant::now();
+            if attempt > 0 || contended {
+                // Deadlines are computed from the send time: read it afresh
+                // for every retry (the first attempt reuses `started`).
+                sent = Instant::now();
+            }
             let lease = session.as_ref().map(|s| s.lease);
-            let outcome = shared.store.put(key, &record, expect, lease).await;
+            let outcome = shared.store().put(key, &record, expect, lease).await;
             let current = match outcome {
                 Ok(PutOutcome::Swapped { index }) => {
                     let takeover = matches!(expect, Expect::Index(_));
@@ -493,7 +508,7 @@ impl LockClient {
                 }
                 Err(error) if error.is_transient() => {
                     // Ambiguous: the write may have committed. Read back.
-                    match shared.store.get(key).await {
+                    match shared.store().get(key).await {
                         Ok(Some(entry)) if entry.record.same_acquisition(&record) => {
                             let takeover = matches!(expect, Expect::Index(_));
                             return Ok(self.held(
@@ -587,10 +602,10 @@ impl LockClient {
             };
             if shared.caps.watch {
                 let watched = match wake {
-                    Some(wake) => timeout_at(wake, shared.store.watch(key, Some(entry.index)))
+                    Some(wake) => timeout_at(wake, shared.store().watch(key, Some(entry.index)))
                         .await
                         .unwrap_or(Ok(())),
-                    None => shared.store.watch(key, Some(entry.index)).await,
+                    None => shared.store().watch(key, Some(entry.index)).await,
                 };
                 if let Err(error) = watched {
                     tracing::debug!(key, %error, "distlock: watch failed; polling instead");

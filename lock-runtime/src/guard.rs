@@ -160,7 +160,7 @@ async fn delete_ours(shared: &Arc<Shared>, held: &Held) -> Result<(), LockError>
     // A renewal racing with the release may have moved our index: follow it
     // while the record is still ours (bounded: renewals stop once releasing).
     for _ in 0..4 {
-        match shared.store.delete(&held.key, index).await {
+        match shared.store().delete(&held.key, index).await {
             Ok(DeleteOutcome::Deleted) => return Ok(()),
             Ok(DeleteOutcome::Conflict {
                 current: Some(entry),
@@ -171,7 +171,7 @@ async fn delete_ours(shared: &Arc<Shared>, held: &Held) -> Result<(), LockError>
             }
             Err(error) if error.is_transient() => {
                 // The delete may have been applied: read back.
-                match shared.store.get(&held.key).await {
+                match shared.store().get(&held.key).await {
                     Ok(Some(entry)) if entry.record.same_acquisition(&held.record) => {
                         index = entry.index;
                     }

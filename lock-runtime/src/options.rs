@@ -205,7 +205,7 @@ pub fn validate_key(key: &str) -> Result<(), LockError> {
         "the key is empty; give every lock a name such as \"orders/42\""
     } else if key.len() > MAX_KEY_LEN {
         "the key is longer than 1024 bytes; hash long identifiers into the key"
-    } else if key.chars().any(char::is_control) {
+    } else if has_control(key) {
         "the key contains a control character; escape or drop it"
     } else {
         return Ok(());
@@ -213,6 +213,17 @@ pub fn validate_key(key: &str) -> Result<(), LockError> {
     Err(LockError::InvalidKey {
         key: key.chars().take(64).collect(),
         reason,
+    })
+}
+
+/// Whether `key` contains a C0 or C1 control character or DEL. A byte scan:
+/// C0 and DEL are single bytes, C1 is 0xC2 followed by 0x80..=0x9F in UTF-8.
+fn has_control(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
     })
 }
 
@@ -235,11 +246,14 @@ mod tests {
     #[test]
     fn bad_keys_are_rejected_with_a_reason() {
         assert!(validate_key("orders/1").is_ok());
-        for bad in ["", "a\nb", "\u{7f}x"] {
+        for bad in ["", "a\nb", "\u{7f}x", "c1\u{85}"] {
             assert!(matches!(
                 validate_key(bad),
                 Err(LockError::InvalidKey { .. })
             ));
+        }
+        for good in ["orders/é", "ключ", "日本", "\u{a0}nbsp"] {
+            assert!(validate_key(good).is_ok(), "{good:?}");
         }
         let long = "k".repeat(MAX_KEY_LEN + 1);
         assert!(matches!(

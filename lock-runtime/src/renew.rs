@@ -115,7 +115,7 @@ async fn renew_once(shared: Arc<Shared>, held: Arc<Held>) {
     let outcome = timeout_at(
         deadline,
         shared
-            .store
+            .store()
             .put(&held.key, &held.record, Expect::Index(expected), None),
     )
     .await;

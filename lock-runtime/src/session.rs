@@ -46,7 +46,7 @@ impl Session {
         keep_alive: bool,
     ) -> Result<Arc<Session>, StoreError> {
         let sent = Instant::now();
-        let lease = shared.store.grant_lease(ttl).await?;
+        let lease = shared.store().grant_lease(ttl).await?;
         let session = Arc::new(Session {
             lease,
             ttl,
@@ -69,7 +69,7 @@ async fn keep_alive_loop(shared: Arc<Shared>, session: Arc<Session>) {
             () = sleep_until(next) => {}
             () = shared.closed() => {
                 // Best effort: free the locks now rather than after the ttl.
-                let _ = tokio::time::timeout(session.ttl, shared.store.revoke_lease(session.lease)).await;
+                let _ = tokio::time::timeout(session.ttl, shared.store().revoke_lease(session.lease)).await;
                 return;
             }
         }
@@ -78,7 +78,7 @@ async fn keep_alive_loop(shared: Arc<Shared>, session: Arc<Session>) {
         if sent >= deadline {
             break LostReason::RenewalTimedOut;
         }
-        match timeout_at(deadline, shared.store.keep_alive(session.lease)).await {
+        match timeout_at(deadline, shared.store().keep_alive(session.lease)).await {
             Ok(Ok(Some(_))) => {
                 session.renewed(sent);
                 next = sent + interval;

@@ -6,6 +6,8 @@
 //! [`tokio::sync::Notify`] instead of polling.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -42,17 +44,27 @@ pub struct MemoryStore {
 struct State {
     /// The last index handed out; shared by every key.
     last_index: u64,
-    slots: HashMap<Box<str>, Slot>,
+    /// foldhash with a per-map random seed: fast for short keys, and keys that
+    /// come from requests cannot be chosen to collide.
+    slots: HashMap<Box<str>, Slot, RandomState>,
 }
 
 #[derive(Debug, Default)]
 struct Slot {
     entry: Option<(Record, u64)>,
-    /// Woken on every write and delete of the key.
-    notify: Arc<Notify>,
+    /// Woken on every write and delete of the key; created by the first waiter.
+    notify: Option<Arc<Notify>>,
     /// How many `watch` calls are parked on `notify`; the slot outlives its
     /// entry while this is non-zero.
     waiters: usize,
+}
+
+impl Slot {
+    fn wake(&self) {
+        if let Some(notify) = &self.notify {
+            notify.notify_waiters();
+        }
+    }
 }
 
 impl MemoryStore {
@@ -132,7 +144,7 @@ impl CompareExchange for MemoryStore {
         *last_index += 1;
         let index = *last_index;
         slot.entry = Some((record.clone(), index));
-        slot.notify.notify_waiters();
+        slot.wake();
         Ok(PutOutcome::Swapped { index })
     }
 
@@ -147,7 +159,7 @@ impl CompareExchange for MemoryStore {
             });
         }
         slot.entry = None;
-        slot.notify.notify_waiters();
+        slot.wake();
         if slot.waiters == 0 {
             state.slots.remove(key);
         }
@@ -162,7 +174,7 @@ impl CompareExchange for MemoryStore {
             }
             let slot = state.slots.entry(key.into()).or_default();
             slot.waiters += 1;
-            Arc::clone(&slot.notify)
+            Arc::clone(slot.notify.get_or_insert_with(Default::default))
         };
         let _waiter = Waiter { store: self, key };
         let notified = notify.notified();
@@ -194,8 +206,12 @@ impl Drop for Waiter<'_> {
         let mut state = self.store.state();
         if let Some(slot) = state.slots.get_mut(self.key) {
             slot.waiters = slot.waiters.saturating_sub(1);
-            if slot.waiters == 0 && slot.entry.is_none() {
-                state.slots.remove(self.key);
+            if slot.waiters == 0 {
+                if slot.entry.is_none() {
+                    state.slots.remove(self.key);
+                } else {
+                    slot.notify = None;
+                }
             }
         }
     }
