@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command (README.md; CI runs it through .ci/run).
+#
+# Installs what the tests need when it is missing (Debian's etcd-server and
+# protobuf-compiler; RavenDB 4.1 from PyPI/crates.io packages, cached in the
+# git-ignored .cache/), checks formatting and lints, then runs every test with
+# every backend. The tests start their own etcd and RavenDB servers on
+# loopback ports they choose and stop them by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$(date +%s)
+bash scripts/etcd.sh
+bash scripts/ravendb.sh install
+echo "test.sh: dependencies ready in $(( $(date +%s) - started ))s"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+cargo test --workspace --all-features
+echo "test.sh: done in $(( $(date +%s) - started ))s"
