@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use common::conformance::{self, Backend};
 use distlock::{LockClient, LockError, LockOptions, Wait};
-use lock_runtime::store::etcd::{EtcdConfigError, EtcdStore};
+use lock_runtime::store::etcd::{EtcdConfigError, EtcdStore, etcd_client};
 use lock_runtime::store::{
     CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError,
 };
-use support::etcd::EtcdCluster;
+use support::etcd::{EtcdCluster, EtcdOptions};
 
 fn record(owner: &str, nonce: u64) -> Record {
     Record {
@@ -335,6 +335,12 @@ async fn a_dead_first_endpoint_fails_over_to_the_next() {
         must("get", store.get("f").await).await.map(|e| e.index),
         Some(index)
     );
+    // Without a prefix too.
+    let unprefixed = EtcdStore::builder()
+        .endpoints(urls.iter().cloned())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    must("ping without a prefix", unprefixed.ping().await).await;
     // Only dead endpoints: a typed Unavailable naming one of them, in bounded time.
     let dead = store_for(&[dead_endpoint(), dead_endpoint()]);
     let started = Instant::now();
@@ -434,6 +440,126 @@ async fn wrong_password_is_a_typed_error_and_the_right_one_works() {
         )
         .await,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_auth_token_is_refreshed() {
+    let etcd = EtcdCluster::start(
+        1,
+        EtcdOptions {
+            extra_args: vec!["--auth-token-ttl".into(), "1".into()],
+            ..EtcdOptions::default()
+        },
+    );
+    etcd.enable_auth("pw");
+    let store = EtcdStore::builder()
+        .endpoints(etcd.client_urls())
+        .credentials("root", "pw")
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let index = swapped(
+        must(
+            "put",
+            store.put("t", &record("a", 1), Expect::Absent, None).await,
+        )
+        .await,
+    );
+    // A raw client that does not refresh shows the token really expires.
+    let options = etcd_client::ConnectOptions::new().with_user("root", "pw");
+    let mut raw = etcd_client::Client::connect(etcd.client_urls(), Some(options))
+        .await
+        .unwrap_or_else(|e| panic!("raw connect: {e}"));
+    // The simple token lives 1 s without use; the next call must re-authenticate.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    match raw.get("t", None).await {
+        Err(e) => assert!(e.to_string().contains("auth token"), "{e}"),
+        Ok(_) => panic!("the token did not expire: this test proves nothing"),
+    }
+    assert_eq!(
+        must("get with an expired token", store.get("t").await)
+            .await
+            .map(|e| e.index),
+        Some(index)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca_and_a_client_certificate() {
+    let etcd = EtcdCluster::start(
+        1,
+        EtcdOptions {
+            tls: true,
+            ..EtcdOptions::default()
+        },
+    );
+    let files = etcd
+        .tls()
+        .unwrap_or_else(|| panic!("started without TLS files"))
+        .clone();
+    let url = format!("etcds://127.0.0.1:{}/secure", etcd.client_port(0));
+    let store = EtcdStore::builder_from_url(&url)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .ca_certificate_file(&files.ca)
+        .client_certificate_files(&files.client_cert, &files.client_key)
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.endpoints(), [etcd.client_url(0)]);
+    let index = swapped(
+        must(
+            "put over TLS",
+            store.put("k", &record("a", 1), Expect::Absent, None).await,
+        )
+        .await,
+    );
+    assert_eq!(
+        must("get over TLS", store.get("k").await)
+            .await
+            .map(|e| e.index),
+        Some(index)
+    );
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+
+    // No client certificate, or a CA that did not sign the server: an error, in bounded time.
+    let ca = std::fs::read(&files.ca).unwrap_or_else(|e| panic!("{e}"));
+    let client_pem = std::fs::read(&files.client_cert).unwrap_or_else(|e| panic!("{e}"));
+    for (what, builder) in [
+        (
+            "no client certificate",
+            EtcdStore::builder().tls().ca_certificate_pem(ca),
+        ),
+        (
+            "a CA that did not sign the server",
+            EtcdStore::builder().ca_certificate_pem(client_pem),
+        ),
+    ] {
+        let bad = builder
+            .endpoint(etcd.client_url(0))
+            .request_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        match bad.get("k").await {
+            Err(
+                StoreError::Unavailable { endpoint, .. } | StoreError::Backend { endpoint, .. },
+            ) => {
+                assert_eq!(endpoint, etcd.client_url(0), "{what}")
+            }
+            other => panic!("{what}: expected an error, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}");
+    }
+    // TLS options with a plain http:// endpoint are a configuration error.
+    assert!(matches!(
+        EtcdStore::builder()
+            .tls()
+            .endpoint("http://127.0.0.1:2379")
+            .build(),
+        Err(EtcdConfigError::InvalidEndpoint { .. })
+    ));
 }
 
 #[test]

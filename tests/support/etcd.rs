@@ -26,6 +26,10 @@ struct Node {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// `http` or `https` for the client URL.
+    scheme: &'static str,
+    /// Plain-HTTP `/health` (and metrics), also when clients must use TLS.
+    metrics_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -37,6 +41,117 @@ pub struct EtcdCluster {
     token: String,
     initial_cluster: String,
     nodes: Vec<Node>,
+    tls: Option<TlsFiles>,
+    extra_args: Vec<String>,
+}
+
+/// PEM files of a throw-away CA, a server certificate for 127.0.0.1 and a client
+/// certificate, made with the `openssl` command line tool.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA certificate that signed the other two.
+    pub ca: PathBuf,
+    /// Server certificate (SAN IP:127.0.0.1, DNS:localhost) and key.
+    pub server_cert: PathBuf,
+    /// The server's private key.
+    pub server_key: PathBuf,
+    /// Client certificate (CN=root) and key.
+    pub client_cert: PathBuf,
+    /// The client's private key.
+    pub client_key: PathBuf,
+}
+
+/// How to start the members (see [`EtcdCluster::start`]).
+#[derive(Clone, Debug, Default)]
+pub struct EtcdOptions {
+    /// Serve clients over TLS, requiring a client certificate signed by the test CA.
+    pub tls: bool,
+    /// More `etcd` flags, such as `--auth-token-ttl 1`.
+    pub extra_args: Vec<String>,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl (Debian package `openssl`): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA, a server and a client certificate in `dir`.
+pub fn make_tls_files(dir: &Path) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=distlock test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        ),
+        ("client", "/CN=root", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&extfile), ext)
+            .unwrap_or_else(|e| panic!("writing {extfile}: {e}"));
+        let mut req = vec!["req", "-subj", cn];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    }
 }
 
 /// Fails the test with the install hint when `etcd` is missing.
@@ -107,7 +222,7 @@ fn signal(pid: u32, sig: &str) {
 
 impl Node {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     fn peer_url(&self) -> String {
@@ -124,6 +239,12 @@ impl EtcdCluster {
     /// Starts `size` members of one cluster (fast Raft settings: heartbeat 10 ms,
     /// election timeout 100 ms) and waits until each reports healthy.
     pub fn cluster(size: usize) -> EtcdCluster {
+        Self::start(size, EtcdOptions::default())
+    }
+
+    /// Starts `size` members with `options` (TLS, extra flags) and waits until each
+    /// reports healthy.
+    pub fn start(size: usize, options: EtcdOptions) -> EtcdCluster {
         require_etcd();
         assert!(size >= 1, "a cluster needs at least one member");
         let nanos = std::time::SystemTime::now()
@@ -138,7 +259,7 @@ impl EtcdCluster {
         let root = std::env::temp_dir().join(format!("distlock-etcd-{unique}"));
         std::fs::create_dir_all(&root)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
-        let ports = free_ports(size * 2);
+        let ports = free_ports(size * 3);
         let nodes: Vec<Node> = (0..size)
             .map(|i| {
                 let name = format!("n{}", i + 1);
@@ -146,8 +267,10 @@ impl EtcdCluster {
                     data_dir: root.join(&name),
                     log: root.join(format!("{name}.log")),
                     name,
-                    client_port: ports[2 * i],
-                    peer_port: ports[2 * i + 1],
+                    client_port: ports[3 * i],
+                    peer_port: ports[3 * i + 1],
+                    metrics_port: ports[3 * i + 2],
+                    scheme: if options.tls { "https" } else { "http" },
                     child: None,
                 }
             })
@@ -157,11 +280,14 @@ impl EtcdCluster {
             .map(|n| format!("{}={}", n.name, n.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = options.tls.then(|| make_tls_files(&root.join("tls")));
         let mut cluster = EtcdCluster {
             token: format!("distlock-test-{unique}"),
             root,
             initial_cluster,
             nodes,
+            tls,
+            extra_args: options.extra_args,
         };
         for i in 0..size {
             cluster.spawn(i, "new");
@@ -179,8 +305,22 @@ impl EtcdCluster {
             .append(true)
             .open(&node.log)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", node.log.display()));
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let metrics = format!("http://127.0.0.1:{}", node.metrics_port);
+        let child = command
             .args(["--name", &node.name])
+            .args(["--listen-metrics-urls", &metrics])
+            .args(&self.extra_args)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--logger", "zap", "--log-outputs", "stderr"])
@@ -254,10 +394,16 @@ impl EtcdCluster {
         self.nodes[i].child.as_ref().map(Child::id)
     }
 
-    /// Whether member `i` answers `/health` with `{"health":"true"}` right now.
+    /// The TLS files, when started with [`EtcdOptions::tls`].
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Whether member `i` answers `/health` with `{"health":"true"}` right now (asked
+    /// on its plain-HTTP metrics port, so this works with TLS too).
     pub fn is_healthy(&self, i: usize) -> bool {
         matches!(
-            http(self.nodes[i].client_port, "GET", "/health", ""),
+            http(self.nodes[i].metrics_port, "GET", "/health", ""),
             Some((200, body)) if body.contains("\"health\":\"true\"")
         )
     }

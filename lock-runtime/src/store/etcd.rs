@@ -581,9 +581,19 @@ impl EtcdStore {
     }
 
     /// Checks that some endpoint answers (and accepts the credentials) within the
-    /// timeouts, with one linearizable read.
+    /// timeouts, with one linearizable read (a count of one key under the prefix).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.get("").await.map(|_| ())
+        let key = self.full_key(".distlock-ping");
+        self.with_failover(false, |mut client| {
+            let key = key.clone();
+            async move {
+                client
+                    .get(key, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// The gRPC client of the endpoint requests currently go to, connecting it if needed:
