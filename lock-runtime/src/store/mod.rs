@@ -26,6 +26,8 @@ pub use async_trait::async_trait;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
+#[cfg(feature = "ravendb")]
+pub mod ravendb;
 
 /// A boxed error from a backend's transport or protocol layer.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
