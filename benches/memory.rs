@@ -73,6 +73,53 @@ async fn raw_store_block(store: &MemoryStore, keys: &[String]) -> Duration {
     started.elapsed()
 }
 
+const WAITERS: usize = 8;
+const CONTENDED_OPS: usize = 2_000;
+
+/// `WAITERS` tasks take turns on one key, yielding while they hold it.
+async fn contended_baseline(map: &Arc<Baseline>) -> Duration {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..WAITERS {
+        let map = Arc::clone(map);
+        tasks.spawn(async move {
+            for _ in 0..CONTENDED_OPS {
+                let lock = {
+                    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                    Arc::clone(map.entry("hot".to_owned()).or_default())
+                };
+                let guard = lock.lock_owned().await;
+                tokio::task::yield_now().await;
+                drop(guard);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    started.elapsed()
+}
+
+async fn contended_distlock(store: &MemoryStore) -> Duration {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..WAITERS {
+        let client = LockClient::new(store.clone());
+        tasks.spawn(async move {
+            for _ in 0..CONTENDED_OPS {
+                let guard = match client.acquire("hot").await {
+                    Ok(guard) => guard,
+                    Err(error) => panic!("contended acquire failed: {error}"),
+                };
+                tokio::task::yield_now().await;
+                if let Err(error) = guard.release().await {
+                    panic!("release failed: {error}");
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    started.elapsed()
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
@@ -104,5 +151,20 @@ fn main() {
         println!("  raw MemoryStore put-if-absent + delete-if-index:       {floor:8.0} ns/op");
         println!("  distlock (LockClient on MemoryStore):                  {ours:8.0} ns/op");
         println!("  ratio distlock / baseline: {:.2}x (target <= 2.0)", ours / base);
+        println!("  ratio raw store / baseline: {:.2}x", floor / base);
+
+        let map = Arc::new(Baseline::default());
+        let store = MemoryStore::new();
+        let (mut base, mut ours) = (Vec::new(), Vec::new());
+        let ops = (WAITERS * CONTENDED_OPS) as f64;
+        for _ in 0..5 {
+            base.push(contended_baseline(&map).await.as_nanos() as f64 / ops);
+            ours.push(contended_distlock(&store).await.as_nanos() as f64 / ops);
+        }
+        let (base, ours) = (median(base), median(ours));
+        println!("contended: {WAITERS} tasks on one key, {CONTENDED_OPS} turns each, median of 5 runs");
+        println!("  baseline tokio::sync::Mutex handoff: {base:8.0} ns/turn");
+        println!("  distlock handoff (watch wake-up):    {ours:8.0} ns/turn");
+        println!("  ratio distlock / baseline: {:.2}x", ours / base);
     });
 }

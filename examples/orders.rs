@@ -6,7 +6,12 @@
 //! ```text
 //! cargo run --release --example orders
 //! cargo run --release --example orders -- --instances 8 --orders 5000
+//! cargo run --release --features etcd --example orders -- --backend etcd://127.0.0.1:2379
+//! cargo run --release --features ravendb --example orders -- --backend ravendb+http://127.0.0.1:8080/locks
 //! ```
+//!
+//! With `--backend URL` every instance opens its own connection to the
+//! server, as separate processes would.
 //!
 //! Prints a live summary and a final report; exits non-zero if two holders
 //! were ever inside one order's lock at once, a fencing token went backwards,
@@ -26,6 +31,7 @@ struct Config {
     instances: usize,
     orders: u64,
     deliveries: usize,
+    backend: String,
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -33,6 +39,7 @@ fn parse_args() -> Result<Config, String> {
         instances: 4,
         orders: 2_000,
         deliveries: 3,
+        backend: "memory".to_owned(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -41,8 +48,12 @@ fn parse_args() -> Result<Config, String> {
             "--instances" => config.instances = number(&value("--instances")?)?,
             "--orders" => config.orders = number(&value("--orders")?)?,
             "--deliveries" => config.deliveries = number(&value("--deliveries")?)?,
+            "--backend" => config.backend = value("--backend")?,
             "-h" | "--help" => {
-                return Err("usage: orders [--instances N] [--orders N] [--deliveries N]".into());
+                return Err(
+                    "usage: orders [--instances N] [--orders N] [--deliveries N] [--backend URL]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -177,14 +188,24 @@ async fn main() -> ExitCode {
     }
 
     println!(
-        "distlock orders: {} instances, {} orders, each delivered {} times, backend memory",
-        config.instances, config.orders, config.deliveries
+        "distlock orders: {} instances, {} orders, each delivered {} times, backend {}",
+        config.instances, config.orders, config.deliveries, config.backend
     );
     let started = Instant::now();
     let mut clients = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for events in streams {
-        let client = LockClient::new(store.clone());
+        let client = if matches!(config.backend.as_str(), "memory" | "memory://") {
+            LockClient::new(store.clone())
+        } else {
+            match LockClient::connect(&config.backend) {
+                Ok(client) => client,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(2);
+                }
+            }
+        };
         clients.push(client.clone());
         tasks.spawn(instance(
             client,

@@ -36,6 +36,7 @@
 #[path = "macro_support.rs"]
 pub mod __private;
 mod client;
+mod connect;
 mod current;
 mod error;
 mod guard;
