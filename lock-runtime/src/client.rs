@@ -112,6 +112,25 @@ pub(crate) struct Stats {
 struct Observation {
     index: u64,
     since: Instant,
+    ttl: Duration,
+}
+
+/// The observation cache, shared by all acquisitions of a client so a try-lock
+/// can take over too. Bounded: keys not looked at for twice their ttl are
+/// pruned once the map grows (forgetting only delays a takeover, never hastens it).
+#[derive(Debug)]
+struct Observations {
+    seen: HashMap<Box<str>, Observation, RandomState>,
+    prune_at: usize,
+}
+
+impl Default for Observations {
+    fn default() -> Self {
+        Observations {
+            seen: HashMap::default(),
+            prune_at: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +158,7 @@ pub(crate) struct Shared {
     pub lock_delay: Duration,
     nonce: AtomicU64,
     next_id: AtomicU64,
-    observations: Mutex<HashMap<Box<str>, Observation>>,
+    observations: Mutex<Observations>,
     pub registry: Mutex<Registry>,
     pub renewer_wake: Notify,
     sessions: tokio::sync::Mutex<HashMap<(Duration, bool), Arc<Session>>>,
@@ -159,7 +178,7 @@ impl Shared {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn observations(&self) -> MutexGuard<'_, HashMap<Box<str>, Observation>> {
+    fn observations(&self) -> MutexGuard<'_, Observations> {
         self.observations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -198,6 +217,15 @@ impl Shared {
         }
     }
 
+    /// Whether any registered lock is attached to `session`.
+    pub fn session_in_use(&self, session: &Arc<Session>) -> bool {
+        self.registry().held.values().any(|held| {
+            held.session
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+        })
+    }
+
     /// A session's lease is gone: every lock attached to it is lost.
     pub fn session_lost(&self, session: &Arc<Session>, reason: LostReason) {
         if !session.set_lost(reason) {
@@ -233,36 +261,46 @@ impl Shared {
         }
     }
 
-    /// Records what we saw at `key` and returns when it may be taken over.
+    /// Records what we saw at `key` and returns when it may be taken over:
+    /// once the same index has been seen unchanged for the holder's ttl.
     fn observe(&self, key: &str, entry: &Entry, now: Instant) -> Instant {
         let mut observations = self.observations();
-        let since = match observations.get_mut(key) {
+        let ttl = entry.record.ttl();
+        let since = match observations.seen.get_mut(key) {
             Some(seen) if seen.index == entry.index => seen.since,
             Some(seen) => {
                 *seen = Observation {
                     index: entry.index,
                     since: now,
+                    ttl,
                 };
                 now
             }
             None => {
-                observations.insert(
+                if observations.seen.len() >= observations.prune_at {
+                    observations.seen.retain(|_, seen| {
+                        now.saturating_duration_since(seen.since) < seen.ttl * 2
+                    });
+                    observations.prune_at = (observations.seen.len() * 2).max(1024);
+                }
+                observations.seen.insert(
                     key.into(),
                     Observation {
                         index: entry.index,
                         since: now,
+                        ttl,
                     },
                 );
                 now
             }
         };
-        since + entry.record.ttl() + self.lock_delay
+        since + ttl + self.lock_delay
     }
 
     fn forget(&self, key: &str) {
         let mut observations = self.observations();
-        if !observations.is_empty() {
-            observations.remove(key);
+        if !observations.seen.is_empty() {
+            observations.seen.remove(key);
         }
     }
 

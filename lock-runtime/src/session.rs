@@ -64,13 +64,21 @@ async fn keep_alive_loop(shared: Arc<Shared>, session: Arc<Session>) {
     let interval = session.ttl / 3;
     let retry = (session.ttl / 20).max(Duration::from_millis(5));
     let mut next = Instant::now() + interval;
+    // Once the client is closed, keep the lease alive only while locks still
+    // use it (releases scheduled by `hold_at_least`), then revoke it.
+    let mut closing = false;
     let reason = loop {
+        if closing && !shared.session_in_use(&session) {
+            // Best effort: free the keys now rather than after the ttl.
+            let _ = tokio::time::timeout(session.ttl, shared.store().revoke_lease(session.lease))
+                .await;
+            return;
+        }
         tokio::select! {
             () = sleep_until(next) => {}
-            () = shared.closed() => {
-                // Best effort: free the locks now rather than after the ttl.
-                let _ = tokio::time::timeout(session.ttl, shared.store().revoke_lease(session.lease)).await;
-                return;
+            () = shared.closed(), if !closing => {
+                closing = true;
+                continue;
             }
         }
         let deadline = session.deadline();
