@@ -278,9 +278,9 @@ impl Shared {
             }
             None => {
                 if observations.seen.len() >= observations.prune_at {
-                    observations.seen.retain(|_, seen| {
-                        now.saturating_duration_since(seen.since) < seen.ttl * 2
-                    });
+                    observations
+                        .seen
+                        .retain(|_, seen| now.saturating_duration_since(seen.since) < seen.ttl * 2);
                     observations.prune_at = (observations.seen.len() * 2).max(1024);
                 }
                 observations.seen.insert(

@@ -70,8 +70,8 @@ async fn keep_alive_loop(shared: Arc<Shared>, session: Arc<Session>) {
     let reason = loop {
         if closing && !shared.session_in_use(&session) {
             // Best effort: free the keys now rather than after the ttl.
-            let _ = tokio::time::timeout(session.ttl, shared.store().revoke_lease(session.lease))
-                .await;
+            let _ =
+                tokio::time::timeout(session.ttl, shared.store().revoke_lease(session.lease)).await;
             return;
         }
         tokio::select! {
