@@ -17,7 +17,7 @@
 //! rewritten to `Box::pin(async move { .. let __ret: Ret = { body }; __ret })`;
 //! the lock then wraps that innermost block, where `self` is `__self`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
@@ -101,9 +101,8 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
         .krate
         .as_ref()
         .map_or_else(|| quote!(::distlock), ToTokens::to_token_stream);
-    let self_name = if boxed.is_some() { "__self" } else { "self" };
     let key = match &options.key {
-        Some(key) => key_tokens(key, sig, self_name, &krate, &mut errors),
+        Some(key) => key_tokens(key, sig, body, boxed, &krate, &mut errors),
         None => {
             errors.error(
                 Span::call_site(),
@@ -116,7 +115,7 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
     if !errors.is_empty() {
         return with_item(errors, item);
     }
-    let prelude = prelude(&options, &krate, key);
+    let prelude = prelude(&options, &krate, key, boxed.is_some());
     let run = match options.if_locked() {
         IfLocked::Skip => format_ident!("run_skip"),
         IfLocked::Wait | IfLocked::Error => format_ident!("run"),
@@ -125,6 +124,10 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
         attrs, vis, sig, ..
     } = &function;
     let mut block = body.clone();
+    let contract = match options.if_locked() {
+        IfLocked::Skip => quote!(#krate::__private::failed, #krate::__private::skipped),
+        IfLocked::Wait | IfLocked::Error => quote!(#krate::__private::failed),
+    };
     match boxed {
         Some(index) => {
             // `let __ret: Ret = { body };` inside async_trait's `Box::pin(async move { .. })`.
@@ -132,9 +135,14 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
                 return function.to_token_stream_with(quote!(#block));
             };
             let inner = &*init;
+            let (key, client, spec) = (
+                mixed("__distlock_key"),
+                mixed("__distlock_client"),
+                mixed("__DISTLOCK_SPEC"),
+            );
             let wrapped: Expr = syn::parse_quote! {{
                 #prelude
-                #krate::__private::#run(__distlock_client, __distlock_key, &__DISTLOCK_SPEC, async #inner).await
+                #krate::__private::#run(#client, #key, &#spec, async #inner, #contract).await
             }};
             *init = wrapped;
             quote!(#(#attrs)* #vis #sig #block)
@@ -160,14 +168,22 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
                     #ret
                 },
             };
-            let run = quote_spanned!(ret_span=> #krate::__private::#run);
-            let key = mixed("__distlock_key");
-            let client = mixed("__distlock_client");
-            let spec = mixed("__DISTLOCK_SPEC");
+            // Spanned at the return type (hygiene still mixed-site): an unmet
+            // return contract is reported there, once.
+            let at_ret = |name| Ident::new(name, Span::mixed_site().located_at(ret_span));
+            let key = at_ret("__distlock_key");
+            let client = at_ret("__distlock_client");
+            let spec = at_ret("__DISTLOCK_SPEC");
+            // Every token at the return type, `::distlock` included: a path's
+            // span starts at its first token.
+            let contract = respan(contract, ret_span);
+            let call = quote_spanned! {ret_span=>
+                #krate::__private::#run(#client, #key, &#spec, async { #inner }, #contract).await
+            };
             quote! {
                 #(#attrs)* #vis #sig {
                     #prelude
-                    #run(#client, #key, &#spec, async { #inner }).await
+                    #call
                 }
             }
         }
@@ -190,16 +206,28 @@ fn mixed(name: &str) -> Ident {
 
 /// The errors, then the item exactly as written (so IDEs and the rest of the
 /// crate keep working while the attribute is wrong).
+///
+/// `unused_variables` is allowed on it: arguments used only in the key would
+/// otherwise add warnings that suggest renaming them, which is wrong advice.
 fn with_item(errors: Errors, item: TokenStream) -> TokenStream {
     let mut out = errors.into_compile_errors();
+    out.extend(quote!(#[allow(unused_variables)]));
     out.extend(item);
     out
 }
 
 /// Key, client and spec, as statements.
-fn prelude(options: &Options, krate: &TokenStream, key: TokenStream) -> TokenStream {
+fn prelude(options: &Options, krate: &TokenStream, key: TokenStream, boxed: bool) -> TokenStream {
     let client = match &options.client {
-        Some(expr) => quote_spanned!(expr.span()=> #krate::__private::client(&(#expr))),
+        Some(expr) => {
+            let span = expr.span();
+            let mut expr = expr.to_token_stream();
+            if boxed {
+                // async_trait moved `self` into `__self` before the body.
+                expr = rename_self(expr);
+            }
+            quote_spanned!(span=> #krate::__private::client(&(#expr)))
+        }
         None => quote!(#krate::__private::installed()),
     };
     let duration = |d: std::time::Duration| {
@@ -247,11 +275,45 @@ fn prelude(options: &Options, krate: &TokenStream, key: TokenStream) -> TokenStr
     }
 }
 
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
+}
+
+fn rename_self(tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Ident(ident) if ident == "self" => {
+                TokenTree::Ident(Ident::new("__self", ident.span()))
+            }
+            TokenTree::Group(group) => {
+                let mut renamed = Group::new(group.delimiter(), rename_self(group.stream()));
+                renamed.set_span(group.span());
+                TokenTree::Group(renamed)
+            }
+            other => other,
+        })
+        .collect()
+}
+
 /// The expression building the key.
 fn key_tokens(
     key: &KeyOption,
     sig: &Signature,
-    self_name: &str,
+    body: &Block,
+    boxed: Option<usize>,
     krate: &TokenStream,
     errors: &mut Errors,
 ) -> TokenStream {
@@ -262,17 +324,17 @@ fn key_tokens(
         KeyOption::Template(lit) => lit,
     };
     let span = lit.span();
-    let parts = match template::parse(&lit.value()) {
-        Ok(parts) => parts,
-        Err(problems) => {
-            for problem in problems {
-                errors.error(span, problem);
-            }
-            return TokenStream::new();
-        }
+    let (parts, problems) = template::parse(&lit.value());
+    let malformed = !problems.is_empty();
+    for problem in problems {
+        errors.error(span, problem);
+    }
+    let names = match boxed {
+        Some(index) => async_trait_bindings(sig, body, index),
+        None => bindings(sig),
     };
-    let names = bindings(sig);
     let has_self = sig.receiver().is_some();
+    let self_name = if boxed.is_some() { "__self" } else { "self" };
     let mut unknown = false;
     let buf = mixed("__distlock_key_buf");
     let mut pushes = Vec::new();
@@ -302,8 +364,16 @@ fn key_tokens(
                             sig.ident
                         )
                     } else {
+                        let close = names
+                            .iter()
+                            .map(ToString::to_string)
+                            .filter(|name| crate::attr::edit_distance(name, root) <= 2)
+                            .min_by_key(|name| crate::attr::edit_distance(name, root));
+                        let hint = close
+                            .map(|name| format!("; did you mean `<{name}>`?"))
+                            .unwrap_or_default();
                         format!(
-                            "`<{shown}>` in the lock key does not name an argument of `{}`",
+                            "`<{shown}>` in the lock key does not name an argument of `{}`{hint}",
                             sig.ident
                         )
                     };
@@ -347,6 +417,8 @@ fn key_tokens(
             )
         };
         errors.error(sig.paren_token.span.join(), note);
+    }
+    if unknown || malformed {
         return TokenStream::new();
     }
     if !parts.iter().any(|part| matches!(part, Part::Value { .. })) {
@@ -420,6 +492,36 @@ fn pattern_bindings(pat: &Pat, names: &mut Vec<Ident>) {
         }
         _ => {}
     }
+}
+
+/// Inside an `#[async_trait]` body, arguments written as patterns were renamed
+/// `__argN` in the signature and are bound again by `let` statements before
+/// the user's block; those statements bind the names the user wrote.
+fn async_trait_bindings(sig: &Signature, body: &Block, index: usize) -> Vec<Ident> {
+    let mut names: Vec<Ident> = bindings(sig)
+        .into_iter()
+        .filter(|name| !is_positional(name))
+        .collect();
+    if let Some(inner) = boxed_async_block(body) {
+        for stmt in inner.stmts.iter().take(index) {
+            if let Stmt::Local(local) = stmt {
+                let mut bound = Vec::new();
+                pattern_bindings(&local.pat, &mut bound);
+                for name in bound {
+                    if name != "__self" && !is_positional(&name) && !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+fn is_positional(name: &Ident) -> bool {
+    name.to_string()
+        .strip_prefix("__arg")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn contains_impl_trait(ty: &syn::Type) -> bool {

@@ -20,14 +20,19 @@ fn unreserved(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
 }
 
-/// Splits `template` into parts, or returns every problem found in it.
-pub(crate) fn parse(template: &str) -> Result<Vec<Part>, Vec<String>> {
+/// Splits `template` into parts, and lists every problem found in it (the
+/// well-formed placeholders are still returned, so that they can be checked
+/// against the arguments in the same compile).
+pub(crate) fn parse(template: &str) -> (Vec<Part>, Vec<String>) {
     let mut parts = Vec::new();
     let mut problems = Vec::new();
     if template.trim().is_empty() {
-        return Err(vec![
-            "the lock key is empty; name the lock, such as `key = \"orders/<id>\"`".to_owned(),
-        ]);
+        return (
+            parts,
+            vec![
+                "the lock key is empty; name the lock, such as `key = \"orders/<id>\"`".to_owned(),
+            ],
+        );
     }
     if template.chars().any(char::is_control) {
         problems
@@ -89,11 +94,7 @@ pub(crate) fn parse(template: &str) -> Result<Vec<Part>, Vec<String>> {
     if !text.is_empty() {
         parts.push(Part::Text(text));
     }
-    if problems.is_empty() {
-        Ok(parts)
-    } else {
-        Err(problems)
-    }
+    (parts, problems)
 }
 
 fn display(root: &str, fields: &[String]) -> String {
@@ -164,10 +165,17 @@ mod tests {
         }
     }
 
+    fn ok(template: &str) -> Result<Vec<Part>, Vec<String>> {
+        match parse(template) {
+            (parts, problems) if problems.is_empty() => Ok(parts),
+            (_, problems) => Err(problems),
+        }
+    }
+
     #[test]
     fn splits_text_and_placeholders() {
         assert_eq!(
-            parse("orders/<id>/lines/<self.shop.0>"),
+            ok("orders/<id>/lines/<self.shop.0>"),
             Ok(vec![
                 Part::Text("orders/".into()),
                 value("id", &[]),
@@ -176,14 +184,21 @@ mod tests {
             ])
         );
         assert_eq!(
-            parse("daily-report"),
+            ok("daily-report"),
             Ok(vec![Part::Text("daily-report".into())])
         );
     }
 
     #[test]
     fn reports_every_problem() {
-        let problems = parse("<>/<a.>/<id").err().unwrap_or_default();
+        let (parts, problems) = parse("<>/<a.>/<id>/<b");
+        assert_eq!(
+            parts
+                .iter()
+                .filter(|p| matches!(p, Part::Value { .. }))
+                .count(),
+            1
+        );
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("empty placeholder"));
         assert!(problems[1].contains("empty field"));
@@ -192,17 +207,17 @@ mod tests {
 
     #[test]
     fn adjacent_placeholders_need_a_reserved_separator() {
-        assert!(parse("<a><b>").is_err());
-        assert!(parse("<a>-<b>").is_err());
-        assert!(parse("<a>:<b>").is_ok());
-        assert!(parse("<a>/x-<b>").is_ok());
+        assert!(ok("<a><b>").is_err());
+        assert!(ok("<a>-<b>").is_err());
+        assert!(ok("<a>:<b>").is_ok());
+        assert!(ok("<a>/x-<b>").is_ok());
     }
 
     #[test]
     fn rejects_strays_and_empty() {
-        assert!(parse("").is_err());
-        assert!(parse("a>b").is_err());
-        assert!(parse("<a b>").is_err());
-        assert!(parse("<a<b>").is_err());
+        assert!(ok("").is_err());
+        assert!(ok("a>b").is_err());
+        assert!(ok("<a b>").is_err());
+        assert!(ok("<a<b>").is_err());
     }
 }

@@ -8,7 +8,7 @@
 //! `#[diagnostic::on_unimplemented]` messages are the compile errors users see.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -122,9 +122,9 @@ impl Key {
     /// `id = "1/items"` gives `orders/1%2Fitems`, never `orders/1/items`. The
     /// macro also requires a reserved character between two placeholders, so
     /// a whole key determines every value in it.
-    pub fn push_value<T: fmt::Display + ?Sized>(&mut self, value: &T) {
+    pub fn push_value<T: KeyValue + ?Sized>(&mut self, value: &T) {
         let mut escape = Escape(self.text.to_mut());
-        if write!(escape, "{value}").is_err() {
+        if value.write_escaped(&mut escape).is_err() {
             // A `Display` impl failed: the key would be partial, and a partial
             // key may name another lock. Refuse it at run time.
             self.broken = true;
@@ -140,6 +140,25 @@ impl Key {
             });
         }
         Ok(&self.text)
+    }
+}
+
+/// A value a key placeholder can name: anything `Display`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be put into a lock key: key placeholders are formatted with `Display`",
+    label = "a placeholder in this key has type `{Self}`, which does not implement `Display`",
+    note = "implement `Display` for `{Self}`, name a field that has it (`<order.id>`, `<id.0>`), \
+            or build the key yourself with `key = <expression>`"
+)]
+pub trait KeyValue {
+    /// Writes the value (the caller escapes it).
+    fn write_escaped(&self, out: &mut dyn fmt::Write) -> fmt::Result;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: fmt::Display + ?Sized> KeyValue for T {
+    fn write_escaped(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        write!(out, "{self}")
     }
 }
 
@@ -166,7 +185,7 @@ impl fmt::Write for Escape<'_> {
 
 /// The escaping of [`Key::push_value`] applied to one value, for tests and
 /// for users who build keys by hand in the same namespace.
-pub fn escape(value: &(impl fmt::Display + ?Sized)) -> String {
+pub fn escape<T: fmt::Display + ?Sized>(value: &T) -> String {
     let mut key = Key::with_capacity(16);
     key.push_value(value);
     key.text.into_owned()
@@ -246,6 +265,9 @@ pub trait FromLockError {
     fn from_lock_error(error: LockError) -> Self;
 }
 
+// `do_not_recommend`: report a missing `From<LockError>` with the message of
+// `FromLockError` above rather than as a bare `From` bound.
+#[diagnostic::do_not_recommend]
 impl<E: From<LockError>> FromLockError for E {
     fn from_lock_error(error: LockError) -> Self {
         E::from(error)
@@ -308,25 +330,52 @@ impl<T: Skipped, E> Skipped for Result<T, E> {
     }
 }
 
-/// Runs `body` under the lock (`if_locked = "wait"` or `"error"`).
-pub async fn run<C, R, F>(client: Result<C, LockError>, key: Key, spec: &Spec, body: F) -> R
+/// `R::lock_failed`, as a fn pointer for [`run`]: the expansion names it at
+/// the user's return type, so an unmet [`LockResult`] is reported there, once.
+pub fn failed<R: LockResult>(error: LockError) -> R {
+    R::lock_failed(error)
+}
+
+/// `R::skipped`, as a fn pointer for [`run_skip`].
+pub fn skipped<R: Skipped>() -> R {
+    R::skipped()
+}
+
+/// Runs `body` under the lock (`if_locked = "wait"` or `"error"`); a lock
+/// error becomes `failed(error)`.
+///
+/// The return contract arrives as fn pointers rather than as bounds on `R`:
+/// bounds here would be checked again for the returned future's type, and
+/// reported a second time at the attribute.
+pub async fn run<C, R, F>(
+    client: Result<C, LockError>,
+    key: Key,
+    spec: &Spec,
+    body: F,
+    failed: fn(LockError) -> R,
+) -> R
 where
     C: AsLockClient,
-    R: LockResult,
     F: Future<Output = R>,
 {
     match locked(client, &key, spec, body).await {
         Ok(output) => output,
-        Err(error) => R::lock_failed(error),
+        Err(error) => failed(error),
     }
 }
 
-/// Runs `body` under the lock, or returns the skipped value if another holder
-/// kept it for the whole `wait` (`if_locked = "skip"`).
-pub async fn run_skip<C, R, F>(client: Result<C, LockError>, key: Key, spec: &Spec, body: F) -> R
+/// Runs `body` under the lock, or returns `skipped()` if another holder kept
+/// it for the whole `wait` (`if_locked = "skip"`).
+pub async fn run_skip<C, R, F>(
+    client: Result<C, LockError>,
+    key: Key,
+    spec: &Spec,
+    body: F,
+    failed: fn(LockError) -> R,
+    skipped: fn() -> R,
+) -> R
 where
     C: AsLockClient,
-    R: LockResult + Skipped,
     F: Future<Output = R>,
 {
     match locked(client, &key, spec, body).await {
@@ -336,9 +385,9 @@ where
                 key = error.key().unwrap_or_default(),
                 "distlock: lock held elsewhere; skipped"
             );
-            R::skipped()
+            skipped()
         }
-        Err(error) => R::lock_failed(error),
+        Err(error) => failed(error),
     }
 }
 
