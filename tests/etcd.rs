@@ -30,12 +30,18 @@ fn record(owner: &str, nonce: u64) -> Record {
     }
 }
 
+/// A store under the `test/` prefix with 1 s request and connect timeouts (generous:
+/// these tests run in parallel on two shared cores).
 fn store_for(urls: &[String]) -> EtcdStore {
+    store_with_timeout(urls, Duration::from_secs(1))
+}
+
+fn store_with_timeout(urls: &[String], timeout: Duration) -> EtcdStore {
     EtcdStore::builder()
         .endpoints(urls.iter().cloned())
         .prefix("test/")
-        .request_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(500))
+        .request_timeout(timeout)
+        .connect_timeout(timeout)
         .build()
         .unwrap_or_else(|e| panic!("building the store: {e}"))
 }
@@ -356,7 +362,7 @@ async fn a_dead_first_endpoint_fails_over_to_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_does_not_hang_a_call_past_the_timeout() {
     let etcd = EtcdCluster::single();
-    let store = store_for(&etcd.client_urls());
+    let store = store_with_timeout(&etcd.client_urls(), Duration::from_millis(500));
     // Connect first, so the request reaches a node that accepted us and then froze.
     must("ping", store.ping().await).await;
     etcd.pause(0);
@@ -371,7 +377,7 @@ async fn a_stopped_node_does_not_hang_a_call_past_the_timeout() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(450) && took < Duration::from_millis(2500),
         "took {took:?} with a 500 ms request timeout"
     );
     // Resumed: works again (the write above may or may not have been applied).
@@ -390,7 +396,9 @@ async fn a_stopped_member_is_skipped_within_one_call() {
     let took = started.elapsed();
     etcd.resume(0);
     let index = swapped(result.unwrap_or_else(|e| panic!("put with a stopped member: {e}")));
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // One request timeout on the stopped member, then an answer from another one
+    // (after an election if the stopped one led).
+    assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(
         must("get", store.get("m").await).await.map(|e| e.index),
         Some(index)
@@ -521,6 +529,21 @@ async fn tls_with_a_custom_ca_and_a_client_certificate() {
     );
     let debug = format!("{store:?}");
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    // The same from a URL alone (as `LockClient::connect` and the CLI take it).
+    let url = format!(
+        "etcds://127.0.0.1:{}/secure?ca={}&cert={}&key={}&timeout=1s",
+        etcd.client_port(0),
+        files.ca.display(),
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    let from_url = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        must("get over TLS, configured by URL", from_url.get("k").await)
+            .await
+            .map(|e| e.index),
+        Some(index)
+    );
 
     // No client certificate, or a CA that did not sign the server: an error, in bounded time.
     let ca = std::fs::read(&files.ca).unwrap_or_else(|e| panic!("{e}"));
@@ -555,7 +578,7 @@ async fn tls_with_a_custom_ca_and_a_client_certificate() {
     // TLS options with a plain http:// endpoint are a configuration error.
     assert!(matches!(
         EtcdStore::builder()
-            .tls()
+            .ca_certificate_file(&files.ca)
             .endpoint("http://127.0.0.1:2379")
             .build(),
         Err(EtcdConfigError::InvalidEndpoint { .. })
@@ -968,7 +991,8 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
     let etcd = EtcdCluster::single();
     let counts = Arc::new(Counts::default());
     let store = Counting {
-        inner: store_for(&etcd.client_urls()),
+        // Not a timeout test: 10,000 acquires in batches may queue on two busy cores.
+        inner: store_with_timeout(&etcd.client_urls(), Duration::from_secs(5)),
         counts: Arc::clone(&counts),
     };
     let client = LockClient::builder(store)
@@ -982,7 +1006,7 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
 
     let started = Instant::now();
     let mut guards = Vec::with_capacity(LOCKS);
-    for batch in (0..LOCKS).collect::<Vec<_>>().chunks(250) {
+    for batch in (0..LOCKS).collect::<Vec<_>>().chunks(100) {
         let mut tasks = tokio::task::JoinSet::new();
         for &i in batch {
             let client = client.clone();
@@ -1014,7 +1038,7 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
     let mut tasks = tokio::task::JoinSet::new();
     let mut guards = guards.into_iter();
     loop {
-        let batch: Vec<_> = guards.by_ref().take(250).collect();
+        let batch: Vec<_> = guards.by_ref().take(100).collect();
         if batch.is_empty() {
             break;
         }

@@ -300,6 +300,13 @@ impl EtcdStoreBuilder {
         if self.connect_timeout.is_zero() {
             return Err(EtcdConfigError::ZeroTimeout { which: "connect" });
         }
+        if self.tls.as_ref().is_some_and(|t| t.ca_pem.is_none()) {
+            return Err(EtcdConfigError::Tls {
+                reason: "TLS needs the CA certificate that signed the etcd servers: \
+                         ca_certificate_file(..) on the builder, or ?ca=/path/ca.pem in the URL"
+                    .to_owned(),
+            });
+        }
         let tls = self.tls.is_some();
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for raw in &self.endpoints {
@@ -391,7 +398,8 @@ fn check_host_port(hostport: &str) -> Result<(), String> {
     }
 }
 
-/// Parses `etcd://[user[:password]@]host:port[,host:port...][/prefix]` (`etcds://` for TLS).
+/// Parses `etcd://[user[:password]@]host:port[,host:port...][/prefix][?options]`
+/// (`etcds://` for TLS; options in [`EtcdStore::builder_from_url`]).
 ///
 /// User and password may be percent-encoded. A non-empty path becomes the key prefix with
 /// a trailing `/` (`/myapp` and `/myapp/` both give `myapp/`).
@@ -409,11 +417,13 @@ fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
             format!("unknown scheme {:?}", redact_scheme(scheme))
         }));
     };
-    if rest.contains('?') || rest.contains('#') {
-        return Err(invalid(
-            "query strings and fragments are not supported".to_owned(),
-        ));
+    if rest.contains('#') {
+        return Err(invalid("fragments (#...) are not supported".to_owned()));
     }
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, ""),
@@ -452,7 +462,60 @@ fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
     if !prefix.is_empty() {
         builder = builder.prefix(format!("{prefix}/"));
     }
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).map_err(|r| invalid(format!("{name}: {r}")))?;
+        builder = match name {
+            "ca" => builder.ca_certificate_file(&value),
+            "cert" => match query_value(query, "key") {
+                Some(key) => builder.client_certificate_files(&value, key?),
+                None => {
+                    return Err(invalid(
+                        "cert= needs key= (the client's private key)".into(),
+                    ));
+                }
+            },
+            "key" if query_value(query, "cert").is_some() => builder,
+            "key" => return Err(invalid("key= needs cert= (the client certificate)".into())),
+            "domain" => builder.tls_domain(value),
+            "timeout" => builder.request_timeout(parse_millis(&value).map_err(&invalid)?),
+            "connect_timeout" => builder.connect_timeout(parse_millis(&value).map_err(&invalid)?),
+            other => {
+                return Err(invalid(format!(
+                    "unknown option {:?} (known: ca, cert, key, domain, timeout, connect_timeout)",
+                    redact_scheme(other)
+                )));
+            }
+        };
+    }
     Ok(builder)
+}
+
+/// The percent-decoded value of `name` in a query string, if present.
+fn query_value(query: Option<&str>, name: &str) -> Option<Result<String, EtcdConfigError>> {
+    query?.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (n == name).then(|| {
+            percent_decode(v).map_err(|r| EtcdConfigError::InvalidUrl {
+                reason: format!("{name}: {r}"),
+            })
+        })
+    })
+}
+
+/// `250ms`, `2s` or a bare number of milliseconds.
+fn parse_millis(value: &str) -> Result<Duration, String> {
+    let (digits, unit) = if let Some(d) = value.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = value.strip_suffix('s') {
+        (d, 1000)
+    } else {
+        (value, 1)
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_millis(n.saturating_mul(unit))),
+        _ => Err(format!("invalid duration {value:?} (use 500ms or 2s)")),
+    }
 }
 
 /// A scheme is short and has no secrets, but be safe with whatever was passed.
@@ -548,9 +611,11 @@ impl EtcdStore {
         EtcdStoreBuilder::default()
     }
 
-    /// A builder from `etcd://[user:password@]host:port[,host:port...][/prefix]`, or
-    /// `etcds://...` for TLS (then add the CA with
-    /// [`EtcdStoreBuilder::ca_certificate_file`]). User and password may be percent-encoded.
+    /// A builder from `etcd://[user:password@]host:port[,host:port...][/prefix][?options]`,
+    /// or `etcds://...` for TLS. User and password may be percent-encoded. Options:
+    /// `ca=/path/ca.pem` (required with `etcds://`, or add it on the builder),
+    /// `cert=/path/client.pem&key=/path/client.key`, `domain=name`,
+    /// `timeout=500ms` (per request), `connect_timeout=2s`.
     ///
     /// ```
     /// use lock_runtime::store::etcd::EtcdStore;
@@ -1142,10 +1207,48 @@ mod tests {
     }
 
     #[test]
-    fn etcds_url_uses_https() {
-        let store = EtcdStore::from_url("etcds://127.0.0.1:2379").unwrap_or_else(|e| panic!("{e}"));
+    fn etcds_url_uses_https_and_needs_a_ca() {
+        assert!(matches!(
+            EtcdStore::from_url("etcds://127.0.0.1:2379"),
+            Err(EtcdConfigError::Tls { .. })
+        ));
+        let store = EtcdStore::builder_from_url("etcds://127.0.0.1:2379")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .ca_certificate_pem("-----BEGIN CERTIFICATE-----")
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.endpoints(), ["https://127.0.0.1:2379"]);
         assert_eq!(store.prefix(), "");
+        // A CA file that cannot be read is reported by name.
+        match EtcdStore::from_url("etcds://127.0.0.1:2379?ca=/nonexistent/ca.pem") {
+            Err(e @ EtcdConfigError::Tls { .. }) => {
+                assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn url_options() {
+        let store = EtcdStore::from_url("etcd://h:1/p?timeout=250ms&connect_timeout=3s")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.inner.request_timeout, Duration::from_millis(250));
+        assert_eq!(store.inner.connect_timeout, Duration::from_secs(3));
+        for bad in [
+            "etcd://h:1?timeout=soon",
+            "etcd://h:1?timeout=0s",
+            "etcd://h:1?cert=/c.pem",
+            "etcd://h:1?key=/k.pem",
+            "etcd://h:1?password=x",
+        ] {
+            assert!(
+                matches!(
+                    builder_from_url(bad),
+                    Err(EtcdConfigError::InvalidUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
