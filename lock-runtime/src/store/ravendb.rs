@@ -12,7 +12,9 @@
 //!   retried on another node, so a retry is applied at most once; a conflict that
 //!   shows exactly the value we sent is read as our own write having landed.
 //! - RavenDB has no change notification for compare-exchange items: no
-//!   [`CompareExchange::watch`], the lock client polls.
+//!   [`CompareExchange::watch`], the lock client polls. A put-if-absent on a key
+//!   last seen held by someone else reads first and writes only when the lock
+//!   looks free, so polling waiters cost reads, not Raft log entries.
 //!
 //! **Releases write a tombstone instead of deleting.** RavenDB 4.1 accepts a put
 //! with `index=N` on a *missing* key and creates it. If releases deleted the
@@ -1124,8 +1126,29 @@ impl CompareExchange for RavenDbStore {
         let object = encode_record(record);
         let expires = Some(now_ms().saturating_add(record.ttl_ms));
         let mut index = match expect {
-            // Take a tombstone's place if we know of one; else create.
-            Expect::Absent => inner.known(&key).flatten().unwrap_or(0),
+            Expect::Absent => match inner.known(&key) {
+                // Take a tombstone's place if we know of one.
+                Some(Some(tombstone)) => tombstone,
+                // Last seen held: a waiter polling. Read first (a read is no Raft
+                // write, so polling waiters do not load the cluster log) and write
+                // only when the lock looks free. A stale read only delays a waiter;
+                // the write decides.
+                Some(None) => match inner.read(&key).await? {
+                    Some(Item::Lock(entry)) => {
+                        if entry.record == *record {
+                            // An earlier ambiguous write of ours landed.
+                            return Ok(PutOutcome::Swapped { index: entry.index });
+                        }
+                        return Ok(PutOutcome::Conflict {
+                            current: Some(entry),
+                        });
+                    }
+                    Some(Item::Tombstone { index }) => index,
+                    None => 0,
+                },
+                // Never seen: create.
+                None => 0,
+            },
             Expect::Index(i) => {
                 if inner.known(&key).is_none() {
                     // Never seen here: make sure the item exists at `i`, since 4.1
