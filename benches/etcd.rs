@@ -167,11 +167,10 @@ async fn handoff(url: &str) -> Vec<Duration> {
             std::panic::resume_unwind(e.into_panic());
         }
     }
-    let samples = samples
+    samples
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    samples
+        .clone()
 }
 
 fn main() {
