@@ -385,6 +385,38 @@ async fn a_stopped_node_does_not_hang_a_call_past_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_node_that_stops_fails_instead_of_hanging() {
+    let etcd = EtcdCluster::single();
+    let store = store_with_timeout(&etcd.client_urls(), Duration::from_millis(500));
+    let index = swapped(
+        must(
+            "put",
+            store.put("w", &record("a", 1), Expect::Absent, None).await,
+        )
+        .await,
+    );
+    let watcher = {
+        let store = store.clone();
+        tokio::spawn(async move { store.watch("w", Some(index)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watcher.is_finished(), "the watch returned early");
+    let stopped_at = Instant::now();
+    etcd.pause(0);
+    // HTTP/2 pings (every max(timeout, 1 s), answer due within the timeout) notice it.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), watcher).await;
+    let took = stopped_at.elapsed();
+    etcd.resume(0);
+    match outcome {
+        Ok(Ok(Err(StoreError::Unavailable { .. }))) => {}
+        Ok(Ok(other)) => panic!("expected Unavailable from the watch, got {other:?}"),
+        Ok(Err(e)) => panic!("watch task: {e}"),
+        Err(_) => panic!("the watch still hung 5 s after its node stopped"),
+    }
+    println!("etcd: a watch on a stopped node failed after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_member_is_skipped_within_one_call() {
     let etcd = EtcdCluster::cluster(3);
     let store = store_for(&etcd.client_urls());

@@ -682,6 +682,9 @@ impl EtcdStore {
         let connect = || async {
             let mut options = ConnectOptions::new()
                 .with_connect_timeout(inner.connect_timeout)
+                // A member cut off from the leader refuses requests and ends watches at
+                // once instead of serving stale data or waiting: we move on.
+                .with_require_leader(true)
                 // A request that hangs on a dead TCP peer is caught by our own timeout;
                 // HTTP/2 pings make the connection notice it and reconnect afterwards.
                 .with_keep_alive(
