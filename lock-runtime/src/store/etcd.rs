@@ -736,6 +736,12 @@ impl EtcdStore {
         }
     }
 
+    /// An answer we cannot use, from the endpoint that answered last.
+    fn bad_answer(&self, what: impl Into<String>) -> StoreError {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
+        self.backend_error(i, what.into())
+    }
+
     fn backend_error(&self, i: usize, source: impl Into<BoxError>) -> StoreError {
         StoreError::Backend {
             endpoint: self.inner.endpoints[i].url.clone(),
@@ -865,9 +871,8 @@ impl EtcdStore {
             serde_json::from_slice(kv.value()).map_err(|e| StoreError::Foreign {
                 reason: format!("{e}"),
             })?;
-        let index = u64::try_from(kv.mod_revision()).map_err(|_| StoreError::Foreign {
-            reason: format!("negative mod_revision {}", kv.mod_revision()),
-        })?;
+        let index = u64::try_from(kv.mod_revision())
+            .map_err(|_| self.bad_answer(format!("negative mod_revision {}", kv.mod_revision())))?;
         Ok(Entry {
             record,
             index,
@@ -895,10 +900,6 @@ impl EtcdStore {
 fn index_to_revision(index: u64) -> i64 {
     // An index above i64::MAX cannot exist in etcd, so the compare simply fails.
     i64::try_from(index).unwrap_or(i64::MAX)
-}
-
-fn missing_header() -> BoxError {
-    "the answer has no header".into()
 }
 
 #[async_trait]
@@ -960,16 +961,12 @@ impl CompareExchange for EtcdStore {
             other => other?,
         };
         if response.succeeded() {
-            let revision =
-                response
-                    .header()
-                    .map(|h| h.revision())
-                    .ok_or_else(|| StoreError::Foreign {
-                        reason: "txn answer without a header".into(),
-                    })?;
-            let index = u64::try_from(revision).map_err(|_| StoreError::Foreign {
-                reason: format!("negative revision {revision}"),
-            })?;
+            let revision = response
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| self.bad_answer("a txn answer without a header"))?;
+            let index = u64::try_from(revision)
+                .map_err(|_| self.bad_answer(format!("negative revision {revision}")))?;
             return Ok(PutOutcome::Swapped { index });
         }
         let current = self.current_from(response.op_responses())?;
@@ -1013,32 +1010,30 @@ impl CompareExchange for EtcdStore {
 
     async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
         let full = self.full_key(key);
-        let start_revision =
-            match seen {
-                Some(index) => index_to_revision(index).saturating_add(1),
-                None => {
-                    // Absent: watch from the revision at which we see it absent.
-                    let (response, _) = self
-                        .with_failover(false, |mut client| {
-                            let key = full.clone();
-                            async move {
-                                client
-                                    .get(key, Some(GetOptions::new().with_keys_only()))
-                                    .await
-                            }
-                        })
-                        .await?;
-                    if !response.kvs().is_empty() {
-                        return Ok(());
-                    }
-                    let revision = response.header().map(|h| h.revision()).ok_or_else(|| {
-                        StoreError::Foreign {
-                            reason: missing_header().to_string(),
+        let start_revision = match seen {
+            Some(index) => index_to_revision(index).saturating_add(1),
+            None => {
+                // Absent: watch from the revision at which we see it absent.
+                let (response, _) = self
+                    .with_failover(false, |mut client| {
+                        let key = full.clone();
+                        async move {
+                            client
+                                .get(key, Some(GetOptions::new().with_keys_only()))
+                                .await
                         }
-                    })?;
-                    revision.saturating_add(1)
+                    })
+                    .await?;
+                if !response.kvs().is_empty() {
+                    return Ok(());
                 }
-            };
+                let revision = response
+                    .header()
+                    .map(|h| h.revision())
+                    .ok_or_else(|| self.bad_answer("a range answer without a header"))?;
+                revision.saturating_add(1)
+            }
+        };
         // Opening the watch is bounded by the request timeout (and fails over); waiting
         // for an event is bounded by the caller.
         let ((mut stream, created), _) = self
