@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distlock::store::ravendb::RavenDbStore;
-use distlock::{LockClient, LockOptions};
+use distlock::{Backoff, LockClient, LockOptions};
 use support_ravendb::{RavenServer, plain_client};
 
 const PAIRS: usize = 1500;
 const WAITERS: usize = 8;
 const DISTLOCK_CYCLES_PER_WAITER: usize = 60;
 const ORIGINAL_CYCLES_PER_WAITER: usize = 30;
+const SINGLE_ROUNDS: usize = 60;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     if samples.is_empty() {
@@ -172,13 +173,14 @@ impl Handoffs {
     }
 }
 
-async fn distlock_handoff(url: &str) -> Vec<Duration> {
+async fn distlock_handoff(url: &str, backoff: Backoff) -> Vec<Duration> {
     let handoffs = Handoffs::default();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..WAITERS {
         let store = RavenDbStore::from_url(url).unwrap_or_else(|e| panic!("{e}"));
         let client = LockClient::builder(store)
             .defaults(LockOptions::default().ttl(Duration::from_secs(30)))
+            .backoff(backoff)
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         distlock_pair(&client, "bench/handoff-warmup").await;
@@ -231,6 +233,66 @@ async fn original_handoff(base: &str) -> Vec<Duration> {
     handoffs.samples()
 }
 
+/// One waiter behind one holder that keeps the lock 5-45 ms: from the holder starting
+/// its release to the waiter's acquire returning (the backoff's cost shows here).
+async fn single_waiter_distlock(url: &str, backoff: Backoff) -> Vec<Duration> {
+    let make = || {
+        let store = RavenDbStore::from_url(url).unwrap_or_else(|e| panic!("{e}"));
+        LockClient::builder(store)
+            .defaults(LockOptions::default().ttl(Duration::from_secs(30)))
+            .backoff(backoff)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (holder, waiter) = (make(), make());
+    distlock_pair(&holder, "bench/single-warmup").await;
+    distlock_pair(&waiter, "bench/single-warmup").await;
+    let mut samples = Vec::new();
+    for round in 0..SINGLE_ROUNDS {
+        let guard = holder
+            .acquire("bench/single")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let waiter = waiter.clone();
+        let waiting = tokio::spawn(async move {
+            let guard = waiter
+                .acquire("bench/single")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let at = Instant::now();
+            guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+            at
+        });
+        tokio::time::sleep(Duration::from_millis(5 + (round as u64 * 7) % 41)).await;
+        let released = Instant::now();
+        guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+        let acquired = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        samples.push(acquired.saturating_duration_since(released));
+    }
+    samples
+}
+
+async fn single_waiter_original(base: &str) -> Vec<Duration> {
+    let (holder, waiter) = (plain_client(), plain_client());
+    let mut samples = Vec::new();
+    for round in 0..SINGLE_ROUNDS {
+        let index = original_acquire(&holder, base, "bench/single-original", "holder").await;
+        let (waiter, base2) = (waiter.clone(), base.to_owned());
+        let waiting = tokio::spawn(async move {
+            let index = original_acquire(&waiter, &base2, "bench/single-original", "waiter").await;
+            let at = Instant::now();
+            original_release(&waiter, &base2, "bench/single-original", index).await;
+            at
+        });
+        tokio::time::sleep(Duration::from_millis(5 + (round as u64 * 7) % 41)).await;
+        let released = Instant::now();
+        original_release(&holder, base, "bench/single-original", index).await;
+        let acquired = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        samples.push(acquired.saturating_duration_since(released));
+    }
+    samples
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -268,7 +330,16 @@ async fn run() {
         }
     }
     let mut original = original_handoff(&base).await;
-    let mut handoffs = distlock_handoff(&url).await;
+    let mut handoffs = distlock_handoff(&url, Backoff::default()).await;
+    let mut single_original = single_waiter_original(&base).await;
+    let mut single = single_waiter_distlock(&url, Backoff::default()).await;
+    // The same with a short backoff cap: polls are reads here, so they are cheap.
+    let fast = Backoff {
+        min: Duration::from_millis(1),
+        max: Duration::from_millis(8),
+    };
+    let mut handoffs_fast = distlock_handoff(&url, fast).await;
+    let mut single_fast = single_waiter_distlock(&url, fast).await;
 
     let raw_p50 = percentile(&mut raw, 0.5);
     let raw_p99 = percentile(&mut raw, 0.99);
@@ -304,12 +375,42 @@ async fn run() {
         ms(original_p99)
     );
     println!(
+        "  handoff, 1 waiter, distlock ({} rounds)                 p50 {:.3} ms  p99 {:.3} ms",
+        single.len(),
+        ms(percentile(&mut single, 0.5)),
+        ms(percentile(&mut single, 0.99))
+    );
+    println!(
+        "  handoff, 1 waiter, original 20 ms loop ({} rounds)      p50 {:.3} ms  p99 {:.3} ms",
+        single_original.len(),
+        ms(percentile(&mut single_original, 0.5)),
+        ms(percentile(&mut single_original, 0.99))
+    );
+    println!(
+        "  with Backoff {{ min: 1 ms, max: 8 ms }}: 8 waiters p50 {:.3} ms p99 {:.3} ms; 1 waiter p50 {:.3} ms p99 {:.3} ms",
+        ms(percentile(&mut handoffs_fast, 0.5)),
+        ms(percentile(&mut handoffs_fast, 0.99)),
+        ms(percentile(&mut single_fast, 0.5)),
+        ms(percentile(&mut single_fast, 0.99))
+    );
+    println!(
         "ratio distlock / raw PUT+DELETE:            {:.2}x (target <= 1.10x)",
         ours_p50.as_secs_f64() / raw_p50.as_secs_f64()
     );
     println!(
         "ratio original / distlock handoff median:   {:.2}x (target >= 5x)",
         original_p50.as_secs_f64() / handoff_p50.as_secs_f64()
+    );
+    println!(
+        "ratio original / distlock, 1 waiter:        {:.2}x",
+        percentile(&mut single_original, 0.5).as_secs_f64()
+            / percentile(&mut single, 0.5).as_secs_f64()
+    );
+    println!(
+        "ratio original / distlock with the 8 ms cap: 8 waiters {:.2}x, 1 waiter {:.2}x",
+        original_p50.as_secs_f64() / percentile(&mut handoffs_fast, 0.5).as_secs_f64(),
+        percentile(&mut single_original, 0.5).as_secs_f64()
+            / percentile(&mut single_fast, 0.5).as_secs_f64()
     );
     println!(
         "handoff median - one raw PUT:               {:.3} ms (target <= 5 ms)",
