@@ -110,8 +110,7 @@ pub async fn simulate(ticks: u64, verbose: bool) -> Vec<Run> {
             eprintln!("an instance failed: {error}");
         }
     }
-    let runs = runs.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    runs
+    runs.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 #[tokio::main]

@@ -116,16 +116,13 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
         return with_item(errors, item);
     }
     let prelude = prelude(&options, &krate, key, boxed.is_some());
-    let run = match options.if_locked() {
-        IfLocked::Skip => format_ident!("run_skip"),
-        IfLocked::Wait | IfLocked::Error => format_ident!("run"),
-    };
+    let run = format_ident!("run");
     let Function {
         attrs, vis, sig, ..
     } = &function;
     let mut block = body.clone();
     let contract = match options.if_locked() {
-        IfLocked::Skip => quote!(#krate::__private::failed, #krate::__private::skipped),
+        IfLocked::Skip => quote!(#krate::__private::skipped_or_failed),
         IfLocked::Wait | IfLocked::Error => quote!(#krate::__private::failed),
     };
     match boxed {

@@ -9,8 +9,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 pub use std::time::Duration;
 
@@ -18,6 +20,7 @@ pub use crate::error::LockError;
 pub use crate::options::{OnLost, Wait};
 
 use crate::client::LockClient;
+use crate::current::{CURRENT, Current};
 use crate::options::LockOptions;
 
 /// What a held lock makes the annotated fn do (`if_locked = ...`).
@@ -336,17 +339,35 @@ pub fn failed<R: LockResult>(error: LockError) -> R {
     R::lock_failed(error)
 }
 
-/// `R::skipped`, as a fn pointer for [`run_skip`].
-pub fn skipped<R: Skipped>() -> R {
-    R::skipped()
+/// `R::lock_failed`, or `R::skipped()` for contention (`if_locked = "skip"`:
+/// another holder kept the lock for the whole `wait`).
+pub fn skipped_or_failed<R: LockResult + Skipped>(error: LockError) -> R {
+    if error.is_contention() {
+        tracing::debug!(
+            key = error.key().unwrap_or_default(),
+            "distlock: lock held elsewhere; skipped"
+        );
+        R::skipped()
+    } else {
+        R::lock_failed(error)
+    }
 }
 
-/// Runs `body` under the lock (`if_locked = "wait"` or `"error"`); a lock
-/// error becomes `failed(error)`.
+/// Runs `body` under the lock; a lock error becomes `failed(error)`
+/// ([`failed`], or [`skipped_or_failed`] for `if_locked = "skip"`).
 ///
-/// The return contract arrives as fn pointers rather than as bounds on `R`:
+/// The return contract arrives as a fn pointer rather than as bounds on `R`:
 /// bounds here would be checked again for the returned future's type, and
 /// reported a second time at the attribute.
+///
+/// This is [`LockClient::with_lock`] (the same task-local `current()`, the
+/// same `on_lost` handling, release after the body, `Drop` covering panic
+/// and cancellation), written flat for speed: every nested `async fn` moves
+/// the acquire future once more, and `with_lock` registers a waiter on the
+/// lost signal before the body's first poll even when the body completes at
+/// once. Here the body is polled first and the waiter is registered only
+/// when the body is pending; a lock already lost is still seen before each
+/// poll of the body (`is_lost` is one atomic load).
 pub async fn run<C, R, F>(
     client: Result<C, LockError>,
     key: Key,
@@ -358,54 +379,56 @@ where
     C: AsLockClient,
     F: Future<Output = R>,
 {
-    match locked(client, &key, spec, body).await {
-        Ok(output) => output,
-        Err(error) => failed(error),
-    }
-}
-
-/// Runs `body` under the lock, or returns `skipped()` if another holder kept
-/// it for the whole `wait` (`if_locked = "skip"`).
-pub async fn run_skip<C, R, F>(
-    client: Result<C, LockError>,
-    key: Key,
-    spec: &Spec,
-    body: F,
-    failed: fn(LockError) -> R,
-    skipped: fn() -> R,
-) -> R
-where
-    C: AsLockClient,
-    F: Future<Output = R>,
-{
-    match locked(client, &key, spec, body).await {
-        Ok(output) => output,
-        Err(error) if error.is_contention() => {
-            tracing::debug!(
-                key = error.key().unwrap_or_default(),
-                "distlock: lock held elsewhere; skipped"
-            );
-            skipped()
-        }
-        Err(error) => failed(error),
-    }
-}
-
-async fn locked<C, F>(
-    client: Result<C, LockError>,
-    key: &Key,
-    spec: &Spec,
-    body: F,
-) -> Result<F::Output, LockError>
-where
-    C: AsLockClient,
-    F: Future,
-{
-    let client = client?;
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => return failed(error),
+    };
     let client = client.as_lock_client();
-    let key = key.finish()?;
+    let key = match key.finish() {
+        Ok(key) => key,
+        Err(error) => return failed(error),
+    };
     let options = spec.options(client.options());
-    client.with_lock(key, &options, body).await
+    let guard = match client.acquire_with(key, &options).await {
+        Ok(guard) => guard,
+        Err(error) => return failed(error),
+    };
+    let current = Current {
+        signal: guard.lost_signal(),
+    };
+    let body = CURRENT.scope(current, body);
+    let outcome = match options.on_lost {
+        OnLost::Continue => Ok(body.await),
+        OnLost::Cancel => {
+            let mut lost = pin!(guard.lost());
+            let mut body = pin!(body);
+            poll_fn(|cx| {
+                if guard.is_lost()
+                    && let Poll::Ready(reason) = lost.as_mut().poll(cx)
+                {
+                    return Poll::Ready(Err(reason));
+                }
+                if let Poll::Ready(output) = body.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(output));
+                }
+                lost.as_mut().poll(cx).map(Err)
+            })
+            .await
+        }
+    };
+    match outcome {
+        Ok(output) => {
+            if let Err(error) = guard.release().await {
+                tracing::warn!(key, %error, "distlock: the body finished but the release failed");
+            }
+            output
+        }
+        Err(reason) => failed(LockError::Lost {
+            key: key.to_owned(),
+            token: guard.token(),
+            reason,
+        }),
+    }
 }
 
 #[cfg(test)]
