@@ -32,6 +32,57 @@
 //! # }).unwrap();
 //! ```
 //!
+//! ## The attribute
+//!
+//! [`macro@distributed_lock`] puts an `async fn`'s body under the lock, with the
+//! key built from its arguments (escaped, so a value cannot name another
+//! key). Lock errors come back through the fn's own error type:
+//!
+//! ```rust,standalone_crate
+//! use distlock::{LockClient, LockError, distributed_lock};
+//!
+//! #[derive(Debug)]
+//! enum PayError {
+//!     Lock(LockError),
+//!     Declined,
+//! }
+//!
+//! impl From<LockError> for PayError {
+//!     fn from(error: LockError) -> Self {
+//!         PayError::Lock(error)
+//!     }
+//! }
+//!
+//! #[distributed_lock(key = "orders/<id>", ttl = "30s", wait = "5s")]
+//! async fn pay(id: u64, amount: u64) -> Result<String, PayError> {
+//!     if amount == 0 {
+//!         return Err(PayError::Declined);
+//!     }
+//!     // Runs alone, cluster-wide; fence writes with the token.
+//!     let token = distlock::current().map(|lock| lock.token());
+//!     Ok(format!("order {id}: paid {amount} with token {token:?}"))
+//! }
+//!
+//! /// A scheduled job: one instance runs it, the others skip (`None`).
+//! #[distributed_lock(key = "jobs/nightly", if_locked = "skip", hold_at_least = "1m")]
+//! async fn nightly() -> Option<u32> {
+//!     Some(7)
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Once at start-up: the client the attribute uses (or pass `client = ...`).
+//! distlock::install(LockClient::memory())?;
+//!
+//! let receipt = pay(42, 100).await.unwrap();
+//! assert!(receipt.starts_with("order 42: paid 100"));
+//! assert!(matches!(pay(42, 0).await, Err(PayError::Declined)));
+//!
+//! assert_eq!(nightly().await, Some(7));
+//! assert_eq!(nightly().await, None); // held for a minute: this tick is done
+//! # Ok::<(), LockError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! ## Guarantees and their limits
 //! - Never two holders at once, as long as the backend is linearizable and
 //!   the holder can renew. When it cannot (a pause or partition longer than
