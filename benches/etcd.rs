@@ -37,6 +37,23 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank]
 }
 
+/// CPU time this process has used so far (user + system), from /proc/self/stat, in
+/// clock ticks of 10 ms; good enough over a few seconds of work.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -242,6 +259,31 @@ async fn run(url: &str) {
             }
         }
     }
+    // Client CPU per pair (this process only; etcd's own work is not counted), in blocks.
+    const CPU_PAIRS: usize = 1_500;
+    let mut cpu = [0u64; 4];
+    for (which, slot) in cpu.iter_mut().enumerate() {
+        let before = cpu_ticks();
+        for _ in 0..CPU_PAIRS {
+            match which {
+                0 => {
+                    raw_pair(&mut raw, "bench/raw", value, lease).await;
+                }
+                1 => {
+                    distlock_pair(&client, "bench/distlock").await;
+                }
+                2 => {
+                    adapter_pair(&store, "bench/adapter", &record, lease).await;
+                }
+                _ => {
+                    etcd_lock_pair(&mut raw, "bench/etcdlock", lease).await;
+                }
+            }
+        }
+        *slot = cpu_ticks() - before;
+    }
+    let per_pair_us = |ticks: u64| ticks as f64 * 10_000.0 / CPU_PAIRS as f64;
+
     let mut handoffs = handoff(url).await;
 
     let raw_p50 = percentile(&mut raw_pairs, 0.5);
@@ -283,6 +325,13 @@ async fn run(url: &str) {
         handoffs.len(),
         ms(handoff_p50),
         ms(handoff_p99)
+    );
+    println!(
+        "  client CPU per pair: raw {:.0} us, distlock {:.0} us, adapter {:.0} us, etcd-client lock {:.0} us",
+        per_pair_us(cpu[0]),
+        per_pair_us(cpu[1]),
+        per_pair_us(cpu[2]),
+        per_pair_us(cpu[3])
     );
     println!(
         "ratio distlock / raw two-txn floor:       {:.2}x (target <= 1.10x)",
