@@ -417,6 +417,27 @@ async fn a_watch_on_a_node_that_stops_fails_instead_of_hanging() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keep_alive_stream_moves_to_another_member_when_its_member_stops() {
+    let etcd = EtcdCluster::cluster(3);
+    let store = store_for(&etcd.client_urls());
+    let lease = must("grant", store.grant_lease(Duration::from_secs(10)).await).await;
+    // Opens the long-lived stream on member 0 (the first endpoint).
+    must("keep_alive", store.keep_alive(lease).await).await;
+    etcd.pause(0);
+    let started = Instant::now();
+    let renewed = store.keep_alive(lease).await;
+    let took = started.elapsed();
+    etcd.resume(0);
+    let ttl = renewed.unwrap_or_else(|e| panic!("keep-alive with a stopped member: {e}"));
+    assert!(ttl.is_some_and(|t| t > Duration::from_secs(5)), "{ttl:?}");
+    // One request timeout on the stuck stream, then a new stream elsewhere.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    // And it keeps working on the new stream.
+    let ttl = must("keep_alive again", store.keep_alive(lease).await).await;
+    assert!(ttl.is_some(), "{ttl:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_member_is_skipped_within_one_call() {
     let etcd = EtcdCluster::cluster(3);
     let store = store_for(&etcd.client_urls());
