@@ -6,7 +6,7 @@
 //!     let key = Key::...;                              // borrows the arguments
 //!     let client = installed() | client(&expr);
 //!     const SPEC: Spec = Spec { .. };                  // options parsed at compile time
-//!     run(client, key, &SPEC, async { let ret: Ret = { body }; ret }).await
+//!     run(client, key, &SPEC, async { let ret: Ret = { body }; ret }, failed).await
 //! }
 //! ```
 //!
@@ -18,7 +18,7 @@
 //! the lock then wraps that innermost block, where `self` is `__self`.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{
@@ -116,7 +116,6 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
         return with_item(errors, item);
     }
     let prelude = prelude(&options, &krate, key, boxed.is_some());
-    let run = format_ident!("run");
     let Function {
         attrs, vis, sig, ..
     } = &function;
@@ -129,7 +128,15 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
         Some(index) => {
             // `let __ret: Ret = { body };` inside async_trait's `Box::pin(async move { .. })`.
             let Some(init) = lookup(&mut block, index) else {
-                return function.to_token_stream_with(quote!(#block));
+                // Unreachable while `async_trait_body` and `lookup` agree; never
+                // emit the fn without its lock.
+                let mut errors = Errors::default();
+                errors.error(
+                    sig.fn_token.span,
+                    "#[distributed_lock] did not recognise this #[async_trait] method body; \
+                     please report it with the #[async_trait] version",
+                );
+                return with_item(errors, item);
             };
             let inner = &*init;
             let (key, client, spec) = (
@@ -139,7 +146,7 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
             );
             let wrapped: Expr = syn::parse_quote! {{
                 #prelude
-                #krate::__private::#run(#client, #key, &#spec, async #inner, #contract).await
+                #krate::__private::run(#client, #key, &#spec, async #inner, #contract).await
             }};
             *init = wrapped;
             quote!(#(#attrs)* #vis #sig #block)
@@ -175,7 +182,7 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
             // span starts at its first token.
             let contract = respan(contract, ret_span);
             let call = quote_spanned! {ret_span=>
-                #krate::__private::#run(#client, #key, &#spec, async { #inner }, #contract).await
+                #krate::__private::run(#client, #key, &#spec, async { #inner }, #contract).await
             };
             quote! {
                 #(#attrs)* #vis #sig {
@@ -184,15 +191,6 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
                 }
             }
         }
-    }
-}
-
-impl Function {
-    fn to_token_stream_with(&self, block: TokenStream) -> TokenStream {
-        let Function {
-            attrs, vis, sig, ..
-        } = self;
-        quote!(#(#attrs)* #vis #sig #block)
     }
 }
 
