@@ -71,7 +71,9 @@ use proc_macro::TokenStream;
 /// therefore cannot add a `/` or reach another key: `id = "1/items"` locks
 /// `orders/1%2Fitems`, never `orders/1/items`. Two placeholders must be
 /// separated by a character that escaped values never contain (such as `/`
-/// or `:`), so that one key always comes from one set of values. A key given
+/// or `:`), so that one key always comes from one set of values, and the
+/// template's own text may not contain `%` (it would look like an escaped
+/// value). A key given
 /// as an expression (`key = format!(..)`) is used as it is: escape user input
 /// in it yourself.
 ///

@@ -38,6 +38,13 @@ pub(crate) fn parse(template: &str) -> (Vec<Part>, Vec<String>) {
         problems
             .push("the lock key contains a control character; keys are printable text".to_owned());
     }
+    if template.contains('%') {
+        problems.push(
+            "the lock key contains a `%`: escaped values are written `%XX`, so a literal `%` could make \
+             two different keys look alike; use another character"
+                .to_owned(),
+        );
+    }
     if template.len() > 1024 {
         problems.push(
             "the lock key is longer than 1024 bytes (the runtime's limit); shorten it".to_owned(),
@@ -211,6 +218,12 @@ mod tests {
         assert!(ok("<a>-<b>").is_err());
         assert!(ok("<a>:<b>").is_ok());
         assert!(ok("<a>/x-<b>").is_ok());
+    }
+
+    #[test]
+    fn a_literal_percent_is_rejected() {
+        // "a%2F<x>" with x = "y" and "a<x>" with x = "/y" would both be "a%2Fy".
+        assert!(ok("a%2F<x>").is_err());
     }
 
     #[test]
