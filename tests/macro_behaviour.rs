@@ -384,3 +384,42 @@ fn a_unit_fn_logs_its_lock_error_at_error_level() {
         held.release().await.unwrap();
     });
 }
+
+#[distributed_lock(key = "reports/<n>", ttl = "300ms", client = client)]
+async fn long_report(client: &LockClient, n: u8, finished: &AtomicBool) -> Result<(), LockError> {
+    sleep(Duration::from_secs(3)).await;
+    finished.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lock_taken_over_while_the_body_runs_cancels_the_body() {
+    use distlock::store::CompareExchange;
+    use distlock::store::memory::MemoryStore;
+
+    let store = Arc::new(MemoryStore::new());
+    let client = LockClient::new(Arc::clone(&store));
+    let finished = AtomicBool::new(false);
+    let call = long_report(&client, 1, &finished);
+    let meddle = async {
+        // Another party deletes the record under the holder (as if it had
+        // taken the lock over): the next renewal (every ttl/3) conflicts.
+        sleep(Duration::from_millis(50)).await;
+        let entry = store.get("reports/1").await.unwrap().unwrap();
+        store.delete("reports/1", entry.index).await.unwrap();
+    };
+    let started = Instant::now();
+    let (result, ()) = tokio::join!(call, meddle);
+    assert!(
+        matches!(
+            result,
+            Err(LockError::Lost {
+                reason: distlock::LostReason::TakenOver,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(!finished.load(Ordering::SeqCst));
+}
