@@ -423,3 +423,42 @@ async fn a_lock_taken_over_while_the_body_runs_cancels_the_body() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(!finished.load(Ordering::SeqCst));
 }
+
+#[distributed_lock(key = "jobs/once", if_locked = "skip", client = client)]
+async fn once(client: &LockClient, runs: &AtomicUsize) -> Option<()> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(200)).await;
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_concurrent_skip_callers_exactly_one_runs() {
+    let client = LockClient::memory();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (client, runs) = (client.clone(), Arc::clone(&runs));
+            tokio::spawn(async move { once(&client, &runs).await })
+        })
+        .collect();
+    let mut ran = 0;
+    for call in calls {
+        ran += usize::from(call.await.unwrap().is_some());
+    }
+    assert_eq!((ran, runs.load(Ordering::SeqCst)), (1, 1));
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_waiting_leaves_nothing_behind() {
+    let client = LockClient::memory();
+    let held = client.acquire("carts/7").await.unwrap();
+    // `checkout` waits up to 100 ms; give up after 30 ms.
+    assert!(
+        timeout(Duration::from_millis(30), checkout(&client, 7))
+            .await
+            .is_err()
+    );
+    held.release().await.unwrap();
+    // Free at once: a leftover waiter or record would make this time out.
+    checkout(&client, 7).await.unwrap();
+}
