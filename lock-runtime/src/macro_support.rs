@@ -468,10 +468,7 @@ mod tests {
         );
         assert_eq!(spec(Mode::Skip, None).options(&defaults).wait, Wait::Never);
         assert_eq!(spec(Mode::Error, None).options(&defaults).wait, Wait::Never);
-        let five = Some(Wait::For(Duration::from_secs(5)));
-        assert_eq!(
-            spec(Mode::Skip, five).options(&defaults).wait,
-            five.unwrap_or_default()
-        );
+        let five = Wait::For(Duration::from_secs(5));
+        assert_eq!(spec(Mode::Skip, Some(five)).options(&defaults).wait, five);
     }
 }
