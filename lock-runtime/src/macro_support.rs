@@ -3,8 +3,9 @@
 //! calls it.
 //!
 //! The expansion builds a [`Key`] and a [`Spec`] from the attribute, picks the
-//! client, and hands the body to [`run`] or [`run_skip`]. The return contract
-//! lives in three traits ([`LockResult`], [`Skipped`], [`AsLockClient`]) whose
+//! client, and hands the body to [`run`] with [`failed`] (or
+//! [`skipped_or_failed`]). The return contract lives in traits ([`LockResult`],
+//! [`FromLockError`], [`Skipped`], [`AsLockClient`], [`KeyValue`]) whose
 //! `#[diagnostic::on_unimplemented]` messages are the compile errors users see.
 
 use std::borrow::Cow;
