@@ -24,11 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::current::{CURRENT, Current};
 use crate::error::{LockError, LostReason};
 use crate::guard::LockGuard;
 use crate::held::Held;
-use crate::options::{LockOptions, OnLost, Wait, validate_key};
+use crate::options::{LockOptions, Wait, validate_key};
 use crate::session::Session;
 use crate::store::memory::MemoryStore;
 use crate::store::{Capabilities, CompareExchange, Entry, Expect, PutOutcome, Record, StoreError};
@@ -707,37 +706,7 @@ impl LockClient {
         F: Future,
     {
         let guard = self.acquire_with(key, options).await?;
-        let current = Current {
-            signal: guard.lost_signal(),
-        };
-        let on_lost = options.on_lost;
-        let outcome = CURRENT
-            .scope(current, async {
-                match on_lost {
-                    OnLost::Continue => Ok(body.await),
-                    OnLost::Cancel => {
-                        tokio::select! {
-                            biased;
-                            reason = guard.lost() => Err(reason),
-                            output = body => Ok(output),
-                        }
-                    }
-                }
-            })
-            .await;
-        match outcome {
-            Ok(output) => {
-                if let Err(error) = guard.release().await {
-                    tracing::warn!(key, %error, "distlock: the body finished but the release failed");
-                }
-                Ok(output)
-            }
-            Err(reason) => Err(LockError::Lost {
-                key: key.to_owned(),
-                token: guard.token(),
-                reason,
-            }),
-        }
+        crate::guard::run_locked(guard, options.on_lost, body).await
     }
 }
 

@@ -1,14 +1,19 @@
 //! [`LockGuard`]: proof of holding a lock, and its release paths.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use tokio::time::Instant;
 
 use crate::client::{LockClient, Shared};
+use crate::current::{CURRENT, Current};
 use crate::error::{LockError, LostReason};
 use crate::held::{Held, LostSignal};
+use crate::options::OnLost;
 use crate::store::DeleteOutcome;
 
 /// A held lock. Release it with [`LockGuard::release`]; if it is dropped
@@ -118,6 +123,53 @@ impl Drop for LockGuard {
                 );
             }
         }
+    }
+}
+
+/// Runs `body` under `guard` (the core of [`LockClient::with_lock`] and of
+/// `#[distributed_lock]`): inside a task-local [`crate::current`] scope, raced
+/// against the lost signal when `on_lost` is [`OnLost::Cancel`], then released.
+///
+/// The body is polled first and the lost waiter registered only while the
+/// body is pending, so a body that completes at once pays one atomic load for
+/// the race; a lock already lost is seen before every poll of the body.
+pub(crate) async fn run_locked<F: Future>(
+    guard: LockGuard,
+    on_lost: OnLost,
+    body: F,
+) -> Result<F::Output, LockError> {
+    let current = Current {
+        signal: guard.lost_signal(),
+    };
+    let body = CURRENT.scope(current, body);
+    let outcome = match on_lost {
+        OnLost::Continue => Ok(body.await),
+        OnLost::Cancel => {
+            let mut lost = pin!(guard.lost());
+            let mut body = pin!(body);
+            poll_fn(|cx| {
+                if guard.is_lost()
+                    && let Poll::Ready(reason) = lost.as_mut().poll(cx)
+                {
+                    return Poll::Ready(Err(reason));
+                }
+                if let Poll::Ready(output) = body.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(output));
+                }
+                lost.as_mut().poll(cx).map(Err)
+            })
+            .await
+        }
+    };
+    match outcome {
+        Ok(output) => {
+            let key = guard.held.key.clone();
+            if let Err(error) = guard.release().await {
+                tracing::warn!(key = %key, %error, "distlock: the body finished but the release failed");
+            }
+            Ok(output)
+        }
+        Err(reason) => Err(lost(&guard.held, reason)),
     }
 }
 

@@ -10,10 +10,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 
 pub use std::time::Duration;
 
@@ -21,7 +19,6 @@ pub use crate::error::LockError;
 pub use crate::options::{OnLost, Wait};
 
 use crate::client::LockClient;
-use crate::current::{CURRENT, Current};
 use crate::options::LockOptions;
 
 /// What a held lock makes the annotated fn do (`if_locked = ...`).
@@ -166,22 +163,21 @@ impl<T: fmt::Display + ?Sized> KeyValue for T {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
+/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const KEY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes what is written through it into the key (streaming: no
+/// intermediate `String` for the formatted value).
 struct Escape<'a>(&'a mut String);
 
 impl fmt::Write for Escape<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let out = &mut *self.0;
-        out.reserve(s.len());
-        for byte in s.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-                out.push(char::from(byte));
-            } else {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0xF)]));
-            }
+        for part in percent_encoding::utf8_percent_encode(s, KEY_VALUE) {
+            self.0.push_str(part);
         }
         Ok(())
     }
@@ -361,14 +357,10 @@ pub fn skipped_or_failed<R: LockResult + Skipped>(error: LockError) -> R {
 /// bounds here would be checked again for the returned future's type, and
 /// reported a second time at the attribute.
 ///
-/// This is [`LockClient::with_lock`] (the same task-local `current()`, the
-/// same `on_lost` handling, release after the body, `Drop` covering panic
-/// and cancellation), written flat for speed: every nested `async fn` moves
-/// the acquire future once more, and `with_lock` registers a waiter on the
-/// lost signal before the body's first poll even when the body completes at
-/// once. Here the body is polled first and the waiter is registered only
-/// when the body is pending; a lock already lost is still seen before each
-/// poll of the body (`is_lost` is one atomic load).
+/// After acquiring, this is exactly [`LockClient::with_lock`]'s core (the
+/// task-local `current()`, `on_lost`, release after the body, `Drop` covering
+/// panic and cancellation). The acquire is inlined here rather than calling
+/// `with_lock`, which would move the acquire future once more.
 pub async fn run<C, R, F>(
     client: Result<C, LockError>,
     key: Key,
@@ -394,41 +386,9 @@ where
         Ok(guard) => guard,
         Err(error) => return failed(error),
     };
-    let current = Current {
-        signal: guard.lost_signal(),
-    };
-    let body = CURRENT.scope(current, body);
-    let outcome = match options.on_lost {
-        OnLost::Continue => Ok(body.await),
-        OnLost::Cancel => {
-            let mut lost = pin!(guard.lost());
-            let mut body = pin!(body);
-            poll_fn(|cx| {
-                if guard.is_lost()
-                    && let Poll::Ready(reason) = lost.as_mut().poll(cx)
-                {
-                    return Poll::Ready(Err(reason));
-                }
-                if let Poll::Ready(output) = body.as_mut().poll(cx) {
-                    return Poll::Ready(Ok(output));
-                }
-                lost.as_mut().poll(cx).map(Err)
-            })
-            .await
-        }
-    };
-    match outcome {
-        Ok(output) => {
-            if let Err(error) = guard.release().await {
-                tracing::warn!(key, %error, "distlock: the body finished but the release failed");
-            }
-            output
-        }
-        Err(reason) => failed(LockError::Lost {
-            key: key.to_owned(),
-            token: guard.token(),
-            reason,
-        }),
+    match crate::guard::run_locked(guard, options.on_lost, body).await {
+        Ok(output) => output,
+        Err(error) => failed(error),
     }
 }
 
