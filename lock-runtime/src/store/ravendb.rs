@@ -27,6 +27,9 @@
 //! absent, a put-if-absent takes a tombstone's place (conditioned on its index),
 //! and they carry `@expires` like records. For a key this store has never seen,
 //! a compare-exchange is preceded by a read so that it cannot create the key.
+//! What remains: an item removed outside distlock (by hand, or swept by a 5.x+
+//! server a day past its ttl) and then hit by a stale renewal from a store that
+//! had seen it would be created again by a 4.1 server.
 //!
 //! Keys are case-insensitive on the server: `Orders/1` and `orders/1` are the
 //! same lock (more exclusion, never less).
@@ -845,16 +848,18 @@ impl Inner {
     }
 
     fn remember(&self, key: &str, tombstone: Option<u64>) {
+        // Keys are case-insensitive on the server: so is this cache.
+        let key = key.to_lowercase();
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= MAX_KNOWN_KEYS && !known.contains_key(key) {
+        if known.len() >= MAX_KNOWN_KEYS && !known.contains_key(&key) {
             known.clear();
         }
-        known.insert(key.to_owned(), tombstone);
+        known.insert(key, tombstone);
     }
 
     fn known(&self, key: &str) -> Option<Option<u64>> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.get(key).copied()
+        known.get(&key.to_lowercase()).copied()
     }
 
     async fn read(&self, key: &str) -> Result<Option<Item>, StoreError> {
