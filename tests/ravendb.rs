@@ -942,3 +942,51 @@ async fn server_restart_during_a_contended_run_never_overlaps() {
         "fencing tokens must strictly increase"
     );
 }
+
+/// Right after a restart RavenDB 4.1 answers 500 `NullReferenceException` (or
+/// refuses connections) for a moment: every such answer must be a transient
+/// `Unavailable`, so the lock client retries instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_while_the_server_restarts_are_transient() {
+    let mut server = RavenServer::start().await;
+    let s = RavenDbStore::builder_from_url(&server.store_url())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .request_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = unique("ravendb/restart-errors");
+    swapped(
+        s.put(&key, &record("a", 1), Expect::Absent, None).await,
+        "put",
+    );
+    server.respawn();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        match s.get(&key).await {
+            Ok(entry) => {
+                assert!(entry.is_some(), "the entry must survive the restart");
+                break;
+            }
+            Err(error) => {
+                assert!(
+                    error.is_transient(),
+                    "an error while the server starts must be transient: {error}"
+                );
+                let text = error.to_string();
+                if !seen.iter().any(|s: &String| s == &text) {
+                    seen.push(text);
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not come back: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "ravendb: back {:?} after the restart; transient errors seen: {seen:#?}",
+        started.elapsed()
+    );
+}

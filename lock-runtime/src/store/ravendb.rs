@@ -826,14 +826,28 @@ impl Inner {
                     backend(source)
                 }
             }
-            (None, _) => backend(RavenDbError::BadAnswer {
-                status,
-                reason: if parsed.is_some() {
-                    format!("unexpected answer: {}", snippet(&answer.body))
+            (None, _) => {
+                let source = RavenDbError::BadAnswer {
+                    status,
+                    reason: if parsed.is_some() {
+                        format!("unexpected answer: {}", snippet(&answer.body))
+                    } else {
+                        format!("not JSON: {}", snippet(&answer.body))
+                    },
+                };
+                // A starting server answers 500 with an empty body for a moment, and
+                // gateways answer 502-504: retryable, unlike a wrong answer.
+                let passing = matches!(status, 502..=504)
+                    || (status == 500 && answer.body.iter().all(u8::is_ascii_whitespace));
+                if passing {
+                    StoreError::Unavailable {
+                        endpoint: answer.node.clone(),
+                        source: Box::new(source),
+                    }
                 } else {
-                    format!("not JSON: {}", snippet(&answer.body))
-                },
-            }),
+                    backend(source)
+                }
+            }
         }
     }
 
