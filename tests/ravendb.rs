@@ -990,3 +990,73 @@ async fn errors_while_the_server_restarts_are_transient() {
         started.elapsed()
     );
 }
+
+/// A fake node that answers `/cluster/topology` naming `member` and 503 to
+/// everything else (a node that knows the cluster but cannot serve).
+async fn topology_only_node(member: String) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    tokio::spawn(async move {
+        for _ in 0..256 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let member = member.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let answer = if request.starts_with("GET /cluster/topology") {
+                    http_answer(
+                        "200 OK",
+                        &format!(
+                            r#"{{"Topology":{{"Members":{{"A":"{member}"}},"Promotables":{{}},"Watchers":{{}}}},"Leader":"A"}}"#
+                        ),
+                    )
+                } else {
+                    http_answer("503 Service Unavailable", "")
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_learned_from_the_topology_take_over() {
+    let server = RavenServer::start().await;
+    let fake = topology_only_node(server.url()).await;
+    let fake_url = format!("http://127.0.0.1:{fake}");
+    let s = RavenDbStore::builder()
+        .url(&fake_url)
+        .database("locks")
+        .discover_topology(true)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect with topology discovery: {e}"));
+    assert_eq!(s.nodes(), [fake_url, server.url()]);
+    let key = unique("ravendb/topology");
+    let index = swapped(
+        s.put(&key, &record("a", 1), Expect::Absent, None).await,
+        "put through a learned node",
+    );
+    assert!(matches!(
+        s.delete(&key, index).await,
+        Ok(DeleteOutcome::Deleted)
+    ));
+    // The real server's own topology names itself: nothing new to learn.
+    let direct = store(&server);
+    assert_eq!(
+        direct
+            .refresh_topology()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        [server.url()]
+    );
+}

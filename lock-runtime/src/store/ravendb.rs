@@ -36,7 +36,8 @@
 //!
 //! Failover: several node URLs; each request has a timeout and moves to the next
 //! node on a connection failure, a timeout or a 503, starting from the node that
-//! answered last.
+//! answered last. [`RavenDbStore::refresh_topology`] (or
+//! [`RavenDbStoreBuilder::discover_topology`]) adds the nodes the cluster names.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -58,7 +59,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -224,6 +225,7 @@ pub struct RavenDbStoreBuilder {
     connect_timeout: Duration,
     expiry_grace: Option<Duration>,
     create_database: bool,
+    discover_topology: bool,
 }
 
 impl Default for RavenDbStoreBuilder {
@@ -239,6 +241,7 @@ impl Default for RavenDbStoreBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             expiry_grace: Some(DEFAULT_EXPIRY_GRACE),
             create_database: false,
+            discover_topology: false,
         }
     }
 }
@@ -321,6 +324,14 @@ impl RavenDbStoreBuilder {
         self
     }
 
+    /// Whether [`RavenDbStoreBuilder::connect`] asks the cluster for its topology
+    /// and adds the nodes it learns to the configured ones (default: no). See
+    /// [`RavenDbStore::refresh_topology`].
+    pub fn discover_topology(mut self, yes: bool) -> Self {
+        self.discover_topology = yes;
+        self
+    }
+
     /// Builds the store without contacting any node.
     pub fn build(self) -> Result<RavenDbStore, RavenDbConfigError> {
         if self.urls.is_empty() {
@@ -369,7 +380,8 @@ impl RavenDbStoreBuilder {
         Ok(RavenDbStore {
             inner: Arc::new(Inner {
                 client,
-                nodes,
+                nodes: RwLock::new(Arc::new(nodes)),
+                https,
                 preferred: AtomicUsize::new(0),
                 database,
                 prefix: self.prefix,
@@ -382,10 +394,15 @@ impl RavenDbStoreBuilder {
         })
     }
 
-    /// Builds the store and, if [`RavenDbStoreBuilder::create_database`] was set,
-    /// creates the database when missing.
+    /// Builds the store, then, as configured, learns the cluster's nodes
+    /// ([`RavenDbStoreBuilder::discover_topology`]) and creates the database when
+    /// missing ([`RavenDbStoreBuilder::create_database`]).
     pub async fn connect(self) -> Result<RavenDbStore, ConnectError> {
+        let discover = self.discover_topology;
         let store = self.build()?;
+        if discover {
+            store.refresh_topology().await?;
+        }
         if store.inner.create_database {
             store.ensure_database().await?;
         }
@@ -400,7 +417,7 @@ pub enum ConnectError {
     /// The configuration is wrong.
     #[error(transparent)]
     Config(#[from] RavenDbConfigError),
-    /// The server could not create the database.
+    /// The nodes failed to give the topology or to create the database.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -539,7 +556,9 @@ pub struct RavenDbStore {
 
 struct Inner {
     client: reqwest::Client,
-    nodes: Vec<String>,
+    /// Configured nodes first, then any learned from the cluster topology.
+    nodes: RwLock<Arc<Vec<String>>>,
+    https: bool,
     preferred: AtomicUsize,
     database: String,
     prefix: String,
@@ -555,7 +574,7 @@ struct Inner {
 impl fmt::Debug for RavenDbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RavenDbStore")
-            .field("nodes", &self.inner.nodes)
+            .field("nodes", &self.inner.nodes())
             .field("database", &self.inner.database)
             .field("prefix", &self.inner.prefix)
             .field("request_timeout", &self.inner.request_timeout)
@@ -627,9 +646,52 @@ impl RavenDbStore {
         &self.inner.database
     }
 
-    /// The node URLs, in configured order.
-    pub fn nodes(&self) -> &[String] {
-        &self.inner.nodes
+    /// The node URLs: the configured ones in order, then any learned from the
+    /// cluster topology.
+    pub fn nodes(&self) -> Vec<String> {
+        self.inner.nodes().to_vec()
+    }
+
+    /// Asks the cluster (any reachable node) for its topology and adds the nodes
+    /// it names (members, promotables, watchers) that are not configured yet, so
+    /// requests can fail over to them. Returns the node list afterwards. Nodes with
+    /// another scheme than the configured ones are ignored.
+    pub async fn refresh_topology(&self) -> Result<Vec<String>, StoreError> {
+        let answer = self
+            .inner
+            .send(Method::GET, "/cluster/topology", None)
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(self.inner.error_answer(&answer));
+        }
+        let parsed: Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| self.inner.bad_answer(&answer, format!("not JSON ({e})")))?;
+        let topology = parsed
+            .get("Topology")
+            .ok_or_else(|| self.inner.bad_answer(&answer, "no Topology"))?;
+        let mut learned = Vec::new();
+        for group in ["Members", "Promotables", "Watchers", "AllNodes"] {
+            if let Some(map) = topology.get(group).and_then(Value::as_object) {
+                for url in map.values().filter_map(Value::as_str) {
+                    if let Ok(node) = parse_node(url)
+                        && node.starts_with("https://") == self.inner.https
+                        && !learned.contains(&node)
+                    {
+                        learned.push(node);
+                    }
+                }
+            }
+        }
+        let mut nodes = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let mut merged: Vec<String> = nodes.as_ref().clone();
+        for node in learned {
+            if !merged.iter().any(|known| known.eq_ignore_ascii_case(&node)) {
+                tracing::debug!(node, "distlock: learned a RavenDB node from the topology");
+                merged.push(node);
+            }
+        }
+        *nodes = Arc::new(merged.clone());
+        Ok(merged)
     }
 
     /// The key prefix.
@@ -660,6 +722,10 @@ impl RavenDbStore {
 }
 
 impl Inner {
+    fn nodes(&self) -> Arc<Vec<String>> {
+        Arc::clone(&self.nodes.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn full_key(&self, key: &str) -> Result<String, StoreError> {
         let full = format!("{}{}", self.prefix, key);
         if full.is_empty() {
@@ -673,7 +739,7 @@ impl Inner {
 
     fn invalid_key(&self, reason: &'static str) -> StoreError {
         StoreError::Backend {
-            endpoint: self.nodes[0].clone(),
+            endpoint: self.nodes().first().cloned().unwrap_or_default(),
             source: Box::new(RavenDbError::InvalidKey(reason)),
         }
     }
@@ -700,12 +766,19 @@ impl Inner {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, StoreError> {
-        let count = self.nodes.len();
+        let nodes = self.nodes();
+        let count = nodes.len();
+        if count == 0 {
+            return Err(StoreError::Unavailable {
+                endpoint: String::new(),
+                source: "no RavenDB node configured".into(),
+            });
+        }
         let start = self.preferred.load(Ordering::Relaxed) % count;
         let mut last_error = None;
         for step in 0..count {
             let at = (start + step) % count;
-            let node = &self.nodes[at];
+            let node = &nodes[at];
             let mut request = self.client.request(method.clone(), format!("{node}{path}"));
             if let Some(body) = &body {
                 request = request
