@@ -288,6 +288,10 @@ impl RavenServer {
 
     async fn start_inner(fixture: Option<&TlsFixture>) -> RavenServer {
         let home = ravendb_home();
+        let http = match fixture {
+            None => plain_client(),
+            Some(fixture) => tls_client(fixture),
+        };
         let root = std::env::temp_dir().join(format!(
             "distlock-ravendb-{}-{}",
             std::process::id(),
@@ -296,10 +300,6 @@ impl RavenServer {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create {root:?}: {e}"));
         let ports = free_ports(2);
-        let http = match fixture {
-            None => plain_client(),
-            Some(fixture) => tls_client(fixture),
-        };
         let mut server = RavenServer {
             home,
             root,
