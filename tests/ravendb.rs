@@ -1060,3 +1060,60 @@ async fn nodes_learned_from_the_topology_take_over() {
         [server.url()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_tombstones_are_pruned_and_held_locks_are_not() {
+    let server = RavenServer::start().await;
+    let prefix = format!("{}/", unique("ravendb/prune"));
+    let s = RavenDbStore::builder_from_url(&server.store_url())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .key_prefix(prefix.clone())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..5 {
+        let key = format!("released-{i}");
+        let index = swapped(
+            s.put(&key, &record("a", i), Expect::Absent, None).await,
+            "put",
+        );
+        assert!(matches!(
+            s.delete(&key, index).await,
+            Ok(DeleteOutcome::Deleted)
+        ));
+    }
+    let held = swapped(
+        s.put("held", &record("b", 9), Expect::Absent, None).await,
+        "held",
+    );
+    // Nothing is old enough yet.
+    assert_eq!(
+        s.prune_tombstones(Duration::from_secs(3600)).await.ok(),
+        Some(0)
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        s.prune_tombstones(Duration::from_millis(1)).await.ok(),
+        Some(5)
+    );
+    for i in 0..5 {
+        let (status, _) = raw(
+            &server,
+            reqwest::Method::GET,
+            &format!("key={prefix}released-{i}"),
+            "",
+        )
+        .await;
+        assert_eq!(status, 404, "the tombstone must be gone");
+    }
+    assert_eq!(
+        s.get("held").await.ok().flatten().map(|e| e.index),
+        Some(held)
+    );
+    // A pruned key is taken again as usual, with a larger token.
+    let again = swapped(
+        s.put("released-0", &record("c", 1), Expect::Absent, None)
+            .await,
+        "again",
+    );
+    assert!(again > held);
+}

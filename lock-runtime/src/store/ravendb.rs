@@ -715,6 +715,83 @@ impl RavenDbStore {
         }
     }
 
+    /// Deletes the tombstones (released locks, see the module docs) under this
+    /// store's key prefix that were written more than `older_than` ago by the
+    /// local wall clock, and returns how many went. RavenDB 4.1 never sweeps
+    /// `@expires`, so a service locking many distinct keys (`orders/<id>`) keeps
+    /// one small item per key until this runs; newer servers sweep them anyway.
+    ///
+    /// Each deletion is conditioned on the tombstone's index, so a lock taken in
+    /// the meantime is never touched. Keep `older_than` far above any request
+    /// timeout (an hour or more): a renewal delayed past it could otherwise meet a
+    /// missing key, which 4.1 would create.
+    pub async fn prune_tombstones(&self, older_than: Duration) -> Result<u64, StoreError> {
+        const PAGE: usize = 256;
+        const MAX_PAGES: usize = 4096;
+        let inner = &self.inner;
+        let cutoff =
+            now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+        let mut start = 0usize;
+        let mut pruned = 0;
+        for _ in 0..MAX_PAGES {
+            let path = format!(
+                "/databases/{}/cmpxchg?startsWith={}&start={start}&pageSize={PAGE}",
+                utf8_percent_encode(&inner.database, QUERY),
+                utf8_percent_encode(&inner.prefix, QUERY)
+            );
+            let answer = inner.send(Method::GET, &path, None).await?;
+            if answer.status == StatusCode::NOT_FOUND && answer.body.is_empty() {
+                break;
+            }
+            if answer.status != StatusCode::OK {
+                return Err(inner.error_answer(&answer));
+            }
+            let parsed: Value = serde_json::from_slice(&answer.body)
+                .map_err(|e| inner.bad_answer(&answer, format!("not JSON ({e})")))?;
+            let results = parsed
+                .get("Results")
+                .and_then(Value::as_array)
+                .ok_or_else(|| inner.bad_answer(&answer, "no Results array"))?;
+            let mut kept = 0;
+            for item in results {
+                let object = item.get("Value").and_then(|v| v.get("Object"));
+                let old_tombstone = object
+                    .filter(|o| o.get("released").and_then(Value::as_bool) == Some(true))
+                    .and_then(|o| o.get("released_at_ms"))
+                    .and_then(Value::as_u64)
+                    .is_some_and(|at| at < cutoff);
+                let (Some(key), Some(index)) = (
+                    item.get("Key").and_then(Value::as_str),
+                    item.get("Index").and_then(Value::as_u64),
+                ) else {
+                    kept += 1;
+                    continue;
+                };
+                if !old_tombstone {
+                    kept += 1;
+                    continue;
+                }
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let path = inner.cmpxchg_path(key, Some(index), Some(&request_id));
+                let answer = inner.send(Method::DELETE, &path, None).await?;
+                let (ok, _, value) = inner.write_answer(&answer)?;
+                if ok && !value.is_null() {
+                    pruned += 1;
+                    let mut known = inner.known.lock().unwrap_or_else(|p| p.into_inner());
+                    known.remove(&key.to_lowercase());
+                } else {
+                    kept += 1;
+                }
+            }
+            if results.len() < PAGE {
+                break;
+            }
+            // Deleted items leave the listing; the kept ones are skipped next time.
+            start += kept;
+        }
+        Ok(pruned)
+    }
+
     /// Checks that a node answers and the database exists.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.get("distlock/ping").await.map(|_| ())
@@ -1318,10 +1395,12 @@ impl CompareExchange for RavenDbStore {
                 }
             }
         }
+        let released_at = now_ms();
         let tombstone = json!({
             "released": true,
             "previous_index": index,
-            "released_at": iso8601(now_ms()),
+            "released_at": iso8601(released_at),
+            "released_at_ms": released_at,
         });
         let (ok, new_index, value, _answer) = inner
             .cmpxchg_put(&key, index, tombstone, Some(now_ms()))
