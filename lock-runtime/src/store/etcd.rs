@@ -7,7 +7,8 @@
 //! - The index is the key's `mod_revision`: etcd's cluster-wide revision, which only
 //!   grows, also across delete and re-create. It is the fencing token.
 //! - The [`Record`] is stored as compact JSON.
-//! - [`CompareExchange::watch`] is an etcd watch of the key from the seen revision + 1.
+//! - [`CompareExchange::watch`] is an etcd watch of the key starting right after the
+//!   latest revision at which the key was seen unchanged (so etcd delivers at once).
 //! - Server leases: grant, keep-alive over one long-lived stream per lease (the lock
 //!   client uses one lease for all its locks, so renewal traffic does not grow with the
 //!   number of held locks; a broken stream is reopened on the next call), revoke.
@@ -61,6 +62,8 @@ pub use etcd_client;
 const BACKEND: &str = "etcd";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on remembered observations (one per recently contended key).
+const OBSERVED_MAX: usize = 4096;
 
 /// A configuration problem found while building an [`EtcdStore`]; nothing was contacted.
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +329,7 @@ impl EtcdStoreBuilder {
                 credentials: self.credentials,
                 tls: self.tls,
                 keepalives: AsyncMutex::new(HashMap::new()),
+                observed: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -568,6 +572,9 @@ struct Inner {
     tls: Option<TlsMaterial>,
     /// Long-lived keep-alive streams by lease (the lock client holds one lease).
     keepalives: AsyncMutex<HashMap<i64, KeepAlive>>,
+    /// Per full key, the index last seen there (`None`: absent) and the store revision
+    /// of the answer that showed it, from conflicts and reads: lets a watch skip a read.
+    observed: std::sync::Mutex<HashMap<String, (Option<u64>, i64)>>,
 }
 
 /// A [`CompareExchange`] store on an etcd v3 cluster (3.4 or newer), over gRPC.
@@ -734,6 +741,57 @@ impl EtcdStore {
             endpoint: self.inner.endpoints[i].url.clone(),
             source: source.into(),
         }
+    }
+
+    /// Remembers that `full_key` held `seen` as of store revision `at`.
+    fn observe(&self, full_key: &str, seen: Option<u64>, at: Option<i64>) {
+        let Some(at) = at else { return };
+        let mut observed = self
+            .inner
+            .observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if observed.len() >= OBSERVED_MAX && !observed.contains_key(full_key) {
+            observed.clear();
+        }
+        observed.insert(full_key.to_owned(), (seen, at));
+    }
+
+    /// The revision at which `full_key` was last seen holding `seen`, if remembered.
+    fn observed_at(&self, full_key: &str, seen: Option<u64>) -> Option<i64> {
+        let observed = self
+            .inner
+            .observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        observed
+            .get(full_key)
+            .filter(|(index, _)| *index == seen)
+            .map(|(_, at)| *at)
+    }
+
+    /// A linearizable read of `full_key`: its index (`None`: absent) and the revision
+    /// of the answer.
+    async fn read_index(&self, full_key: &str) -> Result<(Option<u64>, i64), StoreError> {
+        let (response, _) = self
+            .with_failover(false, |mut client| {
+                let key = full_key.to_owned();
+                async move {
+                    client
+                        .get(key, Some(GetOptions::new().with_keys_only()))
+                        .await
+                }
+            })
+            .await?;
+        let index = response
+            .kvs()
+            .first()
+            .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0));
+        let at = response
+            .header()
+            .map(|h| h.revision())
+            .ok_or_else(|| self.bad_answer("a range answer without a header"))?;
+        Ok((index, at))
     }
 
     /// An answer we cannot use, from the endpoint that answered last.
@@ -920,7 +978,17 @@ impl CompareExchange for EtcdStore {
                 async move { client.get(key, None).await }
             })
             .await?;
-        response.kvs().first().map(|kv| self.decode(kv)).transpose()
+        let entry = response
+            .kvs()
+            .first()
+            .map(|kv| self.decode(kv))
+            .transpose()?;
+        self.observe(
+            &key,
+            entry.as_ref().map(|e| e.index),
+            response.header().map(|h| h.revision()),
+        );
+        Ok(entry)
     }
 
     async fn put(
@@ -970,6 +1038,11 @@ impl CompareExchange for EtcdStore {
             return Ok(PutOutcome::Swapped { index });
         }
         let current = self.current_from(response.op_responses())?;
+        self.observe(
+            &key,
+            current.as_ref().map(|e| e.index),
+            response.header().map(|h| h.revision()),
+        );
         // An attempt that timed out elsewhere may have written our record: if the key
         // holds this very acquisition, that write is ours.
         if ambiguous
@@ -1001,6 +1074,11 @@ impl CompareExchange for EtcdStore {
             return Ok(DeleteOutcome::Deleted);
         }
         let current = self.current_from(response.op_responses())?;
+        self.observe(
+            &key,
+            current.as_ref().map(|e| e.index),
+            response.header().map(|h| h.revision()),
+        );
         if ambiguous && current.is_none() {
             // Our delete may have been applied by the attempt that timed out.
             return Ok(DeleteOutcome::Deleted);
@@ -1010,29 +1088,30 @@ impl CompareExchange for EtcdStore {
 
     async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
         let full = self.full_key(key);
+        // etcd serves a watch that starts at or before its current revision from an
+        // "unsynced" group that it catches up only every 100 ms: a wake-up could come up
+        // to that late. So start right after the latest revision at which we know the
+        // key held `seen` (the conflict or read the caller just made), which is usually
+        // still the current revision, rather than right after `seen` itself, which is
+        // behind as soon as any other key was written since.
         let start_revision = match seen {
-            Some(index) => index_to_revision(index).saturating_add(1),
-            None => {
-                // Absent: watch from the revision at which we see it absent.
-                let (response, _) = self
-                    .with_failover(false, |mut client| {
-                        let key = full.clone();
-                        async move {
-                            client
-                                .get(key, Some(GetOptions::new().with_keys_only()))
-                                .await
-                        }
-                    })
-                    .await?;
-                if !response.kvs().is_empty() {
-                    return Ok(());
-                }
-                let revision = response
-                    .header()
-                    .map(|h| h.revision())
-                    .ok_or_else(|| self.bad_answer("a range answer without a header"))?;
-                revision.saturating_add(1)
+            Some(index) => {
+                let seen_at = index_to_revision(index);
+                self.observed_at(&full, seen)
+                    .map_or(seen_at, |at| at.max(seen_at))
+                    .saturating_add(1)
             }
+            None => match self.observed_at(&full, None) {
+                Some(at) => at.saturating_add(1),
+                None => {
+                    // Absent: watch from the revision at which we see it absent.
+                    let (index, at) = self.read_index(&full).await?;
+                    if index.is_some() {
+                        return Ok(());
+                    }
+                    at.saturating_add(1)
+                }
+            },
         };
         // Opening the watch is bounded by the request timeout (and fails over); waiting
         // for an event is bounded by the caller.
