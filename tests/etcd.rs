@@ -720,6 +720,27 @@ impl Progress {
             .len()
     }
 
+    /// The longest time without any critical section entered, within `[from, to]`.
+    fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inside: Vec<Instant> = entries
+            .iter()
+            .copied()
+            .filter(|at| *at >= from && *at <= to)
+            .collect();
+        inside.sort_unstable();
+        let mut last = from;
+        let mut longest = Duration::ZERO;
+        for at in inside.into_iter().chain(std::iter::once(to)) {
+            longest = longest.max(at.duration_since(last));
+            last = at;
+        }
+        longest
+    }
+
     /// How long after `fault` the first critical section was entered.
     fn resumed_after(&self, fault: Instant) -> Option<Duration> {
         self.entries
@@ -788,6 +809,7 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after_kill = progress.count();
     let resumed_after_kill = progress.resumed_after(killed_at);
+    let stall_after_kill = progress.longest_gap(killed_at, Instant::now());
     etcd.restart(leader);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
@@ -797,6 +819,7 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after_stop = progress.count();
     let resumed_after_stop = progress.resumed_after(stopped_at);
+    let stall_after_stop = progress.longest_gap(stopped_at, Instant::now());
     etcd.resume(stopped);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
@@ -812,8 +835,9 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
     println!(
         "etcd 3 nodes: {} cycles ({before_kill} before the kill, {after_kill} 3 s after, \
          {after_stop} 3 s after the stop), errors retried {}, leader n{} kill -9: first entry \
-         after {resumed_after_kill:?}; SIGSTOP of leader n{}: first entry after \
-         {resumed_after_stop:?}; overlaps {}, token regressions {}",
+         after {resumed_after_kill:?}, longest stall in the 3 s after {stall_after_kill:?}; \
+         SIGSTOP of leader n{}: first entry after {resumed_after_stop:?}, longest stall \
+         {stall_after_stop:?}; overlaps {}, token regressions {}",
         observer.entries(),
         progress.errors.load(std::sync::atomic::Ordering::Relaxed),
         leader + 1,
@@ -829,6 +853,15 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
         0,
         "tokens must strictly increase"
     );
+    for (what, stall) in [
+        ("leader kill -9", stall_after_kill),
+        ("member SIGSTOP", stall_after_stop),
+    ] {
+        assert!(
+            stall < Duration::from_secs(5),
+            "no lock handed over for {stall:?} after the {what}"
+        );
+    }
     for (what, resumed) in [
         ("leader kill -9", resumed_after_kill),
         ("member SIGSTOP", resumed_after_stop),
