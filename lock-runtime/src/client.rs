@@ -30,7 +30,9 @@ use crate::held::Held;
 use crate::options::{LockOptions, Wait, validate_key};
 use crate::session::Session;
 use crate::store::memory::MemoryStore;
-use crate::store::{Capabilities, CompareExchange, Entry, Expect, PutOutcome, Record, StoreError};
+use crate::store::{
+    Backoff, Capabilities, CompareExchange, Entry, Expect, PutOutcome, Record, StoreError,
+};
 
 /// A source of wall-clock time. Only written into records for operators to
 /// read; the algorithm never decides anything by it. Injectable so tests can
@@ -47,37 +49,6 @@ pub struct SystemClock;
 impl WallClock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
-    }
-}
-
-/// Polling backoff for stores without watch (and when a watch fails).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay.
-    pub min: Duration,
-    /// The cap the doubling stops at.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            min: Duration::from_millis(2),
-            max: Duration::from_millis(64),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before retry number `attempt` (0-based): doubling from `min`,
-    /// capped at `max`, with the upper half jittered so waiters spread out.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self
-            .min
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max)
-            .max(Duration::from_micros(100));
-        base.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 }
 
@@ -412,15 +383,16 @@ impl LockClient {
 
     fn from_parts(store: Arc<dyn CompareExchange>, builder: LockClientBuilder) -> LockClient {
         let owner = builder.owner.unwrap_or_else(default_owner);
+        let caps = store.capabilities();
         let shared = Arc::new(Shared {
             backend: store.backend(),
-            caps: store.capabilities(),
+            caps,
             store,
             owner: owner.into(),
             defaults: builder.defaults,
             wall_base: builder.wall.unwrap_or_else(|| Arc::new(SystemClock)).now(),
             mono_base: Instant::now(),
-            backoff: builder.backoff,
+            backoff: builder.backoff.or(caps.poll).unwrap_or_default(),
             lock_delay: builder.lock_delay,
             nonce: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
@@ -743,7 +715,7 @@ pub struct LockClientBuilder {
     defaults: LockOptions,
     owner: Option<String>,
     wall: Option<Arc<dyn WallClock>>,
-    backoff: Backoff,
+    backoff: Option<Backoff>,
     lock_delay: Duration,
 }
 
@@ -778,9 +750,11 @@ impl LockClientBuilder {
         self
     }
 
-    /// The polling backoff used when the store has no watch.
+    /// The polling backoff used when the store has no watch (default: the
+    /// store's suggestion, [`crate::store::Capabilities::poll`], else
+    /// [`Backoff::default`]).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.backoff = Some(backoff);
         self
     }
 
@@ -801,7 +775,9 @@ impl LockClientBuilder {
                 "the owner identity must be non-empty printable text, unique per client",
             ));
         }
-        if self.backoff.min.is_zero() || self.backoff.max < self.backoff.min {
+        if let Some(backoff) = self.backoff
+            && (backoff.min.is_zero() || backoff.max < backoff.min)
+        {
             return Err(LockError::config(
                 "backoff needs 0 < min <= max (for example 2ms and 64ms)",
             ));

@@ -47,7 +47,7 @@ mod renew;
 mod session;
 pub mod store;
 
-pub use client::{Backoff, ClientStats, LockClient, LockClientBuilder, SystemClock, WallClock};
+pub use client::{ClientStats, LockClient, LockClientBuilder, SystemClock, WallClock};
 pub use current::{Current, current};
 pub use error::{LockError, LostReason};
 pub use guard::LockGuard;
@@ -57,3 +57,4 @@ pub use options::{
     LockOptions, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError, Wait, parse_duration,
     validate_key,
 };
+pub use store::Backoff;

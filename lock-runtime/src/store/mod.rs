@@ -114,6 +114,43 @@ pub enum DeleteOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub i64);
 
+/// Polling backoff for stores without watch (and when a watch fails).
+///
+/// ```
+/// use std::time::Duration;
+/// let backoff = lock_runtime::Backoff { min: Duration::from_millis(1), max: Duration::from_millis(8) };
+/// assert!(backoff.delay(10) <= Duration::from_millis(8));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first delay.
+    pub min: Duration,
+    /// The cap the doubling stops at.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(2),
+            max: Duration::from_millis(64),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (0-based): doubling from `min`,
+    /// capped at `max`, with the upper half jittered so waiters spread out.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .min
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max)
+            .max(Duration::from_micros(100));
+        base.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
 /// Optional capabilities of a store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -123,6 +160,10 @@ pub struct Capabilities {
     /// Server-side leases are implemented: keys put with a lease vanish when it
     /// expires, renewal is one keep-alive per lease, and no takeover is needed.
     pub leases: bool,
+    /// The polling backoff this store suggests for waiters (used unless the
+    /// client sets its own): a store where a poll is a cheap read can afford
+    /// faster polling than the default.
+    pub poll: Option<Backoff>,
 }
 
 impl Capabilities {
@@ -131,11 +172,18 @@ impl Capabilities {
     pub const NONE: Capabilities = Capabilities {
         watch: false,
         leases: false,
+        poll: None,
     };
 
     /// Builder-style setter for [`Capabilities::watch`].
     pub const fn with_watch(mut self, yes: bool) -> Self {
         self.watch = yes;
+        self
+    }
+
+    /// Builder-style setter for [`Capabilities::poll`].
+    pub const fn with_poll(mut self, backoff: Backoff) -> Self {
+        self.poll = Some(backoff);
         self
     }
 

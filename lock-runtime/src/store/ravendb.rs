@@ -1269,7 +1269,12 @@ impl CompareExchange for RavenDbStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
+        // Waiters poll with reads (no Raft write) while the lock is held, so
+        // they can afford to poll fast: 1 ms doubling to 8 ms.
+        Capabilities::NONE.with_poll(crate::store::Backoff {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(8),
+        })
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
