@@ -2,7 +2,8 @@
 //! `support/etcd.rs`). Needs `etcd` installed: run `scripts/etcd.sh` first; without it
 //! these tests fail and say so.
 //!
-//! Run: `cargo test --features etcd --test etcd`
+//! Run: `cargo test --features etcd,cli --test etcd` (the killed-holder test runs
+//! the `distlock` CLI as its holder process, so it needs the `cli` feature too).
 #![cfg(feature = "etcd")]
 
 mod common;
@@ -874,30 +875,16 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
     }
 }
 
-/// Not a test on its own: the child process of
-/// `a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before`.
-/// It does nothing unless that test starts it with `DISTLOCK_ETCD_CHILD_URL` set.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn child_process_holds_a_lock_until_killed() {
-    let (Ok(url), Ok(key)) = (
-        std::env::var("DISTLOCK_ETCD_CHILD_URL"),
-        std::env::var("DISTLOCK_ETCD_CHILD_KEY"),
-    ) else {
-        return;
-    };
-    let store = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
-    let client = LockClient::builder(store)
-        .defaults(LockOptions::default().ttl(Duration::from_secs(2)))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let guard = client
-        .acquire(&key)
-        .await
-        .unwrap_or_else(|e| panic!("child acquire: {e}"));
-    println!("HELD {}", guard.token());
-    // Killed long before this ends; bounded in case the parent died.
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    drop(guard);
+/// Kills a process we did not spawn ourselves (the holder's command) by PID.
+struct KillPidOnDrop(u32);
+
+impl Drop for KillPidOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// Kills the child process by PID when the test ends, whatever happens.
@@ -910,6 +897,7 @@ impl Drop for KillOnDrop {
     }
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before() {
     use std::io::BufRead;
@@ -918,16 +906,11 @@ async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before()
     let url = format!("etcd://127.0.0.1:{}/crash", etcd.client_port(0));
     let key = common::unique("crash/holder");
     let ttl = Duration::from_secs(2);
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let child = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "child_process_holds_a_lock_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("DISTLOCK_ETCD_CHILD_URL", &url)
-        .env("DISTLOCK_ETCD_CHILD_KEY", &key)
+    // The holder is a real process: the `distlock run` CLI holding the lock
+    // while its command sleeps (exec, so the command keeps the shell's PID).
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_distlock"))
+        .args(["run", "--backend", &url, "--key", &key, "--ttl", "2s", "--"])
+        .args(["sh", "-c", "echo HELD $DISTLOCK_TOKEN $$; exec sleep 60"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -944,16 +927,21 @@ async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before()
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             // The test harness may print its "test ... " prefix on the same line.
-            if let Some((_, token)) = line.split_once("HELD ") {
-                let _ = tx.send(token.trim().parse::<u64>().ok());
+            if let Some((_, rest)) = line.split_once("HELD ") {
+                let mut words = rest.split_whitespace();
+                let token = words.next().and_then(|t| t.parse::<u64>().ok());
+                let command_pid = words.next().and_then(|p| p.parse::<u32>().ok());
+                let _ = tx.send(token.zip(command_pid));
                 break;
             }
         }
     });
-    let token = rx
+    let (token, command_pid) = rx
         .recv_timeout(Duration::from_secs(20))
         .unwrap_or_else(|_| panic!("the holder process did not report holding the lock"))
         .unwrap_or_else(|| panic!("the holder process printed no token"));
+    // Its command outlives a SIGKILLed `distlock`: stop it by PID too.
+    let _command = KillPidOnDrop(command_pid);
     // Kill it right after it acquired: its lease was granted just before, and nothing
     // renews it any more.
     let killed_at = Instant::now();

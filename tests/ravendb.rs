@@ -2,7 +2,8 @@
 //! ports by `support/ravendb.rs`). Needs the server installed: run
 //! `scripts/ravendb.sh install` first; without it these tests fail and say so.
 //!
-//! Run: `cargo test --features ravendb --test ravendb`
+//! Run: `cargo test --features ravendb,cli --test ravendb` (the crashed-holder test
+//! runs the `distlock` CLI as its holder process, so it needs the `cli` feature too).
 #![cfg(feature = "ravendb")]
 
 mod common;
@@ -707,45 +708,31 @@ async fn eight_clients_500_contended_cycles_never_overlap() {
     );
 }
 
-/// Runs only when re-executed by `crashed_holder_...`: acquires the lock named in
-/// the environment, prints its token, and holds it (renewing) until killed.
-#[tokio::test]
-#[ignore = "a child process of crashed_holder_is_taken_over_after_ttl_not_before"]
-async fn holder_child_process() {
-    let (Ok(url), Ok(key)) = (
-        std::env::var("DISTLOCK_TEST_RAVENDB_URL"),
-        std::env::var("DISTLOCK_TEST_RAVENDB_KEY"),
-    ) else {
-        return;
-    };
-    let store = RavenDbStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
-    let client = LockClient::builder(store)
-        .defaults(LockOptions::default().ttl(Duration::from_secs(2)))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let guard = client.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
-    println!("ACQUIRED {}", guard.token());
-    tokio::time::sleep(Duration::from_secs(120)).await;
-    drop(guard);
-}
-
+#[cfg(feature = "cli")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_holder_is_taken_over_after_ttl_not_before() {
     use std::io::BufRead;
     let server = RavenServer::start().await;
     let key = unique("ravendb/crash");
     let ttl = Duration::from_secs(2);
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let mut child = std::process::Command::new(exe)
+    // The holder is a real process: the `distlock run` CLI holding the lock
+    // while its command sleeps (exec, so the command keeps the shell's PID).
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distlock"))
         .args([
-            "--exact",
-            "holder_child_process",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
+            "run",
+            "--backend",
+            &server.store_url(),
+            "--key",
+            &key,
+            "--ttl",
+            "2s",
+            "--",
         ])
-        .env("DISTLOCK_TEST_RAVENDB_URL", server.store_url())
-        .env("DISTLOCK_TEST_RAVENDB_KEY", &key)
+        .args([
+            "sh",
+            "-c",
+            "echo ACQUIRED $DISTLOCK_TOKEN $$; exec sleep 120",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -765,8 +752,11 @@ async fn crashed_holder_is_taken_over_after_ttl_not_before() {
         for line in std::io::BufReader::new(stdout).lines().take(100) {
             let line = line.ok()?;
             // The test harness prints "test holder_child_process ... " first, same line.
-            if let Some((_, token)) = line.split_once("ACQUIRED ") {
-                return token.trim().parse::<u64>().ok();
+            if let Some((_, rest)) = line.split_once("ACQUIRED ") {
+                let mut words = rest.split_whitespace();
+                let token = words.next().and_then(|t| t.parse::<u64>().ok());
+                let command_pid = words.next().and_then(|p| p.parse::<u32>().ok());
+                return token.zip(command_pid);
             }
         }
         None
@@ -775,6 +765,9 @@ async fn crashed_holder_is_taken_over_after_ttl_not_before() {
     .ok()
     .flatten()
     .unwrap_or_else(|| panic!("the holder process never acquired the lock"));
+    let (token, command_pid) = token;
+    // Its command outlives a SIGKILLed `distlock`: stop it by PID too.
+    let _command = KillOnDrop(command_pid);
 
     // An independent watcher records when each index first appeared: the holder's
     // lease runs ttl from its last renewal, whatever the kill time.
