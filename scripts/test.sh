@@ -16,5 +16,6 @@ echo "test.sh: dependencies ready in $(( $(date +%s) - started ))s"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features
 cargo test --workspace --all-features
 echo "test.sh: done in $(( $(date +%s) - started ))s"

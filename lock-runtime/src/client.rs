@@ -667,7 +667,7 @@ impl LockClient {
     /// Inside `body`, [`crate::current`] gives the key and fencing token. If the
     /// lock is lost while `body` runs, `body` is dropped at its next await point
     /// and [`LockError::Lost`] is returned (unless `options.on_lost` is
-    /// [`OnLost::Continue`]). A panic in `body` releases the lock too.
+    /// [`crate::OnLost::Continue`]). A panic in `body` releases the lock too.
     pub async fn with_lock<F>(
         &self,
         key: &str,
