@@ -18,4 +18,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features
 cargo test --workspace --all-features
+# The attribute's compile-error tests, with default features (see tests/macro_ui.rs).
+cargo test --test macro_ui
 echo "test.sh: done in $(( $(date +%s) - started ))s"
