@@ -11,18 +11,29 @@ use proc_macro::TokenStream;
 
 /// Runs the body of an `async fn` while holding a cluster-wide lock.
 ///
-/// ```ignore
-/// use distlock::{distributed_lock, LockError};
+/// ```
+/// use distlock::{distributed_lock, LockClient, LockError};
+/// # struct Db;
+/// # struct Receipt { token: u64 }
+/// # #[derive(Debug)] struct AppError;
+/// # impl From<LockError> for AppError { fn from(_: LockError) -> Self { AppError } }
+/// # impl Db { async fn pay(&self, _id: u64, token: u64) -> Result<Receipt, AppError> { Ok(Receipt { token }) } }
 ///
 /// #[distributed_lock(key = "orders/<id>", ttl = "30s", wait = "5s")]
 /// async fn pay(id: u64, db: &Db) -> Result<Receipt, AppError> {
 ///     // No other process runs a body locked on `orders/{id}` now.
-///     // Fence writes with `distlock::current().unwrap().token()`.
-///     db.pay(id).await
+///     // Fence writes with the token:
+///     let token = distlock::current().map_or(0, |lock| lock.token());
+///     db.pay(id, token).await
 /// }
-/// ```
 ///
-/// (The `distlock` crate documentation has this example in runnable form.)
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// distlock::install(LockClient::memory())?;
+/// let receipt = pay(42, &Db).await?;
+/// assert!(receipt.token > 0);
+/// # Ok::<(), AppError>(())
+/// # }).unwrap();
+/// ```
 ///
 /// The lock is acquired before the body runs and released when it returns,
 /// fails, panics or is cancelled (its future dropped). Inside the body
