@@ -189,11 +189,10 @@ impl Shared {
 
     /// Whether any registered lock is attached to `session`.
     pub fn session_in_use(&self, session: &Arc<Session>) -> bool {
-        self.registry().held.values().any(|held| {
-            held.session
-                .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(s, session))
-        })
+        self.registry()
+            .held
+            .values()
+            .any(|held| held.is_on(session))
     }
 
     /// A session's lease is gone: every lock attached to it is lost.
@@ -206,11 +205,7 @@ impl Shared {
             .registry()
             .held
             .values()
-            .filter(|held| {
-                held.session
-                    .as_ref()
-                    .is_some_and(|s| Arc::ptr_eq(s, session))
-            })
+            .filter(|held| held.is_on(session))
             .cloned()
             .collect();
         for held in affected {
@@ -308,8 +303,16 @@ impl Shared {
             registry.wake_at = Some(wake_at);
             drop(registry);
             tokio::spawn(crate::renew::run(Arc::clone(self)));
-        } else if registry.wake_at.is_none_or(|at| wake_at < at) {
-            registry.wake_at = Some(wake_at);
+        } else {
+            self.wake_renewer_by(registry, wake_at);
+        }
+    }
+
+    /// Makes sure the renewer wakes by `at` (otherwise it sleeps until its
+    /// own `wake_at`).
+    pub fn wake_renewer_by(&self, mut registry: MutexGuard<'_, Registry>, at: Instant) {
+        if registry.wake_at.is_none_or(|wake_at| at < wake_at) {
+            registry.wake_at = Some(at);
             drop(registry);
             self.renewer_wake.notify_one();
         }
@@ -444,8 +447,7 @@ impl LockClient {
     /// Acquires `key` with the client's default options (by default waiting
     /// forever, like [`tokio::sync::Mutex::lock`]).
     pub async fn acquire(&self, key: &str) -> Result<LockGuard, LockError> {
-        self.acquire_with(key, &self.shared().defaults.clone())
-            .await
+        self.acquire_with(key, &self.shared().defaults).await
     }
 
     /// Tries once: `Ok(None)` if someone else holds `key`.
@@ -473,18 +475,17 @@ impl LockClient {
         let shared = self.shared();
         let started = Instant::now();
         let deadline = options.wait.limit().map(|limit| started + limit);
-        let session = if shared.caps.leases {
+        let mut session = if shared.caps.leases {
             Some(shared.session(key, options.ttl, options.renew).await?)
         } else {
             None
         };
-        let mut session = session;
         let record = shared.record(options.ttl, started);
         let mut expect = Expect::Absent;
         let mut attempt: u32 = 0;
         let mut contended = false;
         let mut sent = started;
-        loop {
+        let (index, takeover) = loop {
             if attempt > 0 || contended {
                 // Deadlines are computed from the send time: read it afresh
                 // for every retry (the first attempt reuses `started`).
@@ -493,12 +494,7 @@ impl LockClient {
             let lease = session.as_ref().map(|s| s.lease);
             let outcome = shared.store().put(key, &record, expect, lease).await;
             let current = match outcome {
-                Ok(PutOutcome::Swapped { index }) => {
-                    let takeover = matches!(expect, Expect::Index(_));
-                    return Ok(self.held(
-                        key, record, index, sent, options, session, takeover, contended,
-                    ));
-                }
+                Ok(PutOutcome::Swapped { index }) => break (index, expect != Expect::Absent),
                 Ok(PutOutcome::Conflict { current }) => current,
                 Err(StoreError::LeaseGone(_)) if session.is_some() => {
                     // The session died under us: start a new one and retry now.
@@ -516,25 +512,11 @@ impl LockClient {
                     continue;
                 }
                 Err(error) if error.is_transient() => {
-                    // Ambiguous: the write may have committed. Read back.
+                    // Ambiguous: the write may have committed. Read back; a
+                    // record of ours found there is handled below.
+                    tracing::debug!(key, %error, "distlock: write failed; reading back");
                     match shared.store().get(key).await {
-                        Ok(Some(entry)) if entry.record.same_acquisition(&record) => {
-                            let takeover = matches!(expect, Expect::Index(_));
-                            return Ok(self.held(
-                                key,
-                                record,
-                                entry.index,
-                                sent,
-                                options,
-                                session,
-                                takeover,
-                                contended,
-                            ));
-                        }
-                        Ok(current) => {
-                            tracing::debug!(key, %error, "distlock: write failed, not applied; retrying");
-                            current
-                        }
+                        Ok(current) => current,
                         Err(_) => {
                             if deadline.is_some_and(|d| Instant::now() >= d) {
                                 return Err(shared.store_error(key, error));
@@ -558,17 +540,8 @@ impl LockClient {
                 continue;
             };
             if entry.record.same_acquisition(&record) {
-                // An earlier ambiguous write of ours did commit.
-                return Ok(self.held(
-                    key,
-                    record,
-                    entry.index,
-                    sent,
-                    options,
-                    session,
-                    false,
-                    contended,
-                ));
+                // A write of ours whose answer was lost did commit.
+                break (entry.index, expect != Expect::Absent);
             }
             if !contended {
                 contended = true;
@@ -624,7 +597,10 @@ impl LockClient {
                 sleep_bounded(shared.backoff.delay(attempt), wake).await;
             }
             attempt = attempt.saturating_add(1);
-        }
+        };
+        Ok(self.held(
+            key, record, index, sent, options, session, takeover, contended,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -184,12 +184,7 @@ fn schedule_hold(shared: &Arc<Shared>, held: &Arc<Held>) -> bool {
         return false;
     }
     held.timing().release_at = Some(release_at);
-    let mut registry = shared.registry();
-    if registry.wake_at.is_none_or(|at| release_at < at) {
-        registry.wake_at = Some(release_at);
-        drop(registry);
-        shared.renewer_wake.notify_one();
-    }
+    shared.wake_renewer_by(shared.registry(), release_at);
     true
 }
 
@@ -234,14 +229,13 @@ async fn delete_ours(shared: &Arc<Shared>, held: &Held) -> Result<(), LockError>
             Err(error) => return Err(shared.store_error(&held.key, error)),
         }
     }
-    Err(LockError::Backend {
-        backend: shared.backend,
-        key: held.key.to_string(),
-        source: crate::store::StoreError::Backend {
+    Err(shared.store_error(
+        &held.key,
+        crate::store::StoreError::Backend {
             endpoint: shared.backend.to_owned(),
             source: "the lock record kept changing while it was being released".into(),
         },
-    })
+    ))
 }
 
 fn lost(held: &Held, reason: LostReason) -> LockError {

@@ -83,6 +83,13 @@ impl Held {
         }
     }
 
+    /// Whether this lock is attached to (renewed by) `session`.
+    pub fn is_on(&self, session: &Arc<Session>) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+    }
+
     pub fn timing(&self) -> MutexGuard<'_, Timing> {
         self.timing.lock().unwrap_or_else(PoisonError::into_inner)
     }
