@@ -42,6 +42,21 @@ impl Backend {
         (self.connect)().await
     }
 
+    /// Two clients with `ttl`: `a` through a store the test can cut off
+    /// (returned too), `b` plainly connected.
+    pub async fn partitionable_pair(
+        &self,
+        ttl: Duration,
+    ) -> (Partitionable, LockClient, LockClient) {
+        let a_store = Partitionable::new(self.store().await);
+        let a = LockClient::builder(a_store.clone())
+            .defaults(LockOptions::default().ttl(ttl))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = self.client(LockOptions::default().ttl(ttl)).await;
+        (a_store, a, b)
+    }
+
     pub async fn client(&self, options: LockOptions) -> LockClient {
         self.client_with(options, |b| b).await
     }
@@ -223,12 +238,7 @@ pub async fn never_two_holders(backend: &Backend, clients: usize, cycles: usize)
 pub async fn stale_holder_cannot_release_or_renew(backend: &Backend) {
     let key = unique("conformance/stale");
     let ttl = Duration::from_millis(400);
-    let a_store = Partitionable::new(backend.store().await);
-    let a = LockClient::builder(a_store.clone())
-        .defaults(LockOptions::default().ttl(ttl))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let b = backend.client(LockOptions::default().ttl(ttl)).await;
+    let (a_store, a, b) = backend.partitionable_pair(ttl).await;
 
     let stale = a
         .acquire(&key)
@@ -317,12 +327,7 @@ pub async fn dropped_future_releases_promptly(backend: &Backend) {
 pub async fn abandoned_lock_free_after_ttl_not_before(backend: &Backend) {
     let key = unique("conformance/abandoned");
     let ttl = Duration::from_millis(600);
-    let a_store = Partitionable::new(backend.store().await);
-    let a = LockClient::builder(a_store.clone())
-        .defaults(LockOptions::default().ttl(ttl))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let b = backend.client(LockOptions::default().ttl(ttl)).await;
+    let (a_store, a, b) = backend.partitionable_pair(ttl).await;
 
     let started = Instant::now();
     let held = a.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
@@ -463,12 +468,7 @@ pub async fn skewed_wall_clocks_change_nothing(backend: &Backend, cycles: usize)
 pub async fn renewal_keeps_and_loss_cancels(backend: &Backend) {
     let key = unique("conformance/renewal");
     let ttl = Duration::from_millis(300);
-    let a_store = Partitionable::new(backend.store().await);
-    let a = LockClient::builder(a_store.clone())
-        .defaults(LockOptions::default().ttl(ttl))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let b = backend.client(LockOptions::default().ttl(ttl)).await;
+    let (a_store, a, b) = backend.partitionable_pair(ttl).await;
 
     let guard = a.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(ttl * 4).await;
