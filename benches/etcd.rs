@@ -9,6 +9,8 @@
 //!
 //! Needs etcd (`scripts/etcd.sh`). Run: `cargo bench --features etcd --bench etcd`
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
 #[path = "../tests/support/etcd.rs"]
 mod support_etcd;
 

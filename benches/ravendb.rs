@@ -12,6 +12,8 @@
 //! Needs RavenDB (`scripts/ravendb.sh install`). Run:
 //! `cargo bench --features ravendb --bench ravendb`
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
 #[path = "../tests/support/ravendb.rs"]
 mod support_ravendb;
 

@@ -7,6 +7,7 @@
 
 mod support {
     pub mod etcd;
+    pub mod ports;
 }
 
 use std::path::Path;

@@ -9,6 +9,7 @@
 mod common;
 mod support {
     pub mod etcd;
+    pub mod ports;
 }
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 
 mod common;
 mod support {
+    pub mod ports;
     pub mod ravendb;
 }
 
@@ -19,7 +20,8 @@ use common::{Observer, unique};
 use distlock::{LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::ravendb::{RavenDbConfigError, RavenDbError, RavenDbStore};
 use lock_runtime::store::{CompareExchange, DeleteOutcome, Expect, PutOutcome, Record, StoreError};
-use support::ravendb::{RavenServer, TlsFixture, free_ports};
+use support::ports::free_ports;
+use support::ravendb::{RavenServer, TlsFixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn record(owner: &str, nonce: u64) -> Record {

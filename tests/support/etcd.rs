@@ -10,7 +10,9 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+
+use super::ports::free_ports;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,25 +170,6 @@ fn require_etcd() {
         "etcd is not installed (or not on PATH): run `scripts/etcd.sh` (installs Debian's \
          etcd-server, etcd-client and protobuf-compiler), then rerun the tests"
     );
-}
-
-/// `count` distinct free loopback ports. The listeners are held until all are chosen so
-/// that one call never returns the same port twice.
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
-        })
-        .collect();
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .unwrap_or_else(|e| panic!("no local address: {e}"))
-                .port()
-        })
-        .collect()
 }
 
 /// A minimal HTTP/1.1 request to 127.0.0.1:`port` (etcd's client port also serves the

@@ -8,7 +8,7 @@
 //! PID) and removes its directory.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::net::TcpListener;
+use super::ports::free_ports;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,24 +40,6 @@ pub fn ravendb_home() -> PathBuf {
         );
     }
     home
-}
-
-/// `count` distinct free loopback ports (listeners held until all are chosen).
-pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
-        })
-        .collect();
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .unwrap_or_else(|e| panic!("no local address: {e}"))
-                .port()
-        })
-        .collect()
 }
 
 fn signal(pid: u32, sig: &str) {
