@@ -441,6 +441,15 @@ fn http_answer(status: &str, body: &str) -> String {
 
 /// A fake HTTP server answering every request with `answer` after `delay`.
 async fn fake_server(answer: String, delay: Duration) -> u16 {
+    fake_node(64, delay, move |_request| answer.clone()).await
+}
+
+/// A fake HTTP node on a free loopback port: each of at most `connections`
+/// connections gets `answer(first request bytes)` after `delay`.
+async fn fake_node<F>(connections: usize, delay: Duration, answer: F) -> u16
+where
+    F: Fn(&str) -> String + Send + Sync + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -448,17 +457,19 @@ async fn fake_server(answer: String, delay: Duration) -> u16 {
         .local_addr()
         .unwrap_or_else(|e| panic!("{e}"))
         .port();
+    let answer = std::sync::Arc::new(answer);
     tokio::spawn(async move {
-        for _ in 0..64 {
+        for _ in 0..connections {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let answer = answer.clone();
+            let answer = std::sync::Arc::clone(&answer);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
-                let _ = socket.read(&mut buf).await;
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 tokio::time::sleep(delay).await;
-                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.write_all(answer(&request).as_bytes()).await;
             });
         }
     });
@@ -989,38 +1000,19 @@ async fn errors_while_the_server_restarts_are_transient() {
 /// A fake node that answers `/cluster/topology` naming `member` and 503 to
 /// everything else (a node that knows the cluster but cannot serve).
 async fn topology_only_node(member: String) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let port = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .port();
-    tokio::spawn(async move {
-        for _ in 0..256 {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let member = member.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let n = socket.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let answer = if request.starts_with("GET /cluster/topology") {
-                    http_answer(
-                        "200 OK",
-                        &format!(
-                            r#"{{"Topology":{{"Members":{{"A":"{member}"}},"Promotables":{{}},"Watchers":{{}}}},"Leader":"A"}}"#
-                        ),
-                    )
-                } else {
-                    http_answer("503 Service Unavailable", "")
-                };
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
+    fake_node(256, Duration::ZERO, move |request| {
+        if request.starts_with("GET /cluster/topology") {
+            http_answer(
+                "200 OK",
+                &format!(
+                    r#"{{"Topology":{{"Members":{{"A":"{member}"}},"Promotables":{{}},"Watchers":{{}}}},"Leader":"A"}}"#
+                ),
+            )
+        } else {
+            http_answer("503 Service Unavailable", "")
         }
-    });
-    port
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
