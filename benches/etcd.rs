@@ -11,9 +11,11 @@
 
 #[path = "../tests/support/ports.rs"]
 mod ports;
+mod stats;
 #[path = "../tests/support/etcd.rs"]
 mod support_etcd;
 
+use stats::{ms, percentile};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,15 +32,6 @@ const BLOCKS: usize = 10;
 const HANDOFF_WAITERS: usize = 8;
 const HANDOFF_CYCLES_PER_WAITER: usize = 150;
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort_unstable();
-    let rank = ((samples.len() - 1) as f64 * p).round() as usize;
-    samples[rank]
-}
-
 /// CPU time this process has used so far (user + system), from /proc/self/stat, in
 /// clock ticks of 10 ms; good enough over a few seconds of work.
 fn cpu_ticks() -> u64 {
@@ -54,10 +47,6 @@ fn cpu_ticks() -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// One raw txn pair: the two round trips any compare-exchange lock needs at least.

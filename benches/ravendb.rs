@@ -14,9 +14,11 @@
 
 #[path = "../tests/support/ports.rs"]
 mod ports;
+mod stats;
 #[path = "../tests/support/ravendb.rs"]
 mod support_ravendb;
 
+use stats::{ms, percentile};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,19 +32,6 @@ const WAITERS: usize = 8;
 const DISTLOCK_CYCLES_PER_WAITER: usize = 60;
 const ORIGINAL_CYCLES_PER_WAITER: usize = 30;
 const SINGLE_ROUNDS: usize = 60;
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort_unstable();
-    let rank = ((samples.len() - 1) as f64 * p).round() as usize;
-    samples[rank]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
