@@ -1,7 +1,7 @@
 //! The task-local view of the lock an annotated body runs under.
 
 use crate::error::LostReason;
-use crate::held::LostSignal;
+use crate::lock::LostSignal;
 
 tokio::task_local! {
     pub(crate) static CURRENT: Current;

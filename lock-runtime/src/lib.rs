@@ -40,19 +40,17 @@ mod connect;
 mod current;
 mod error;
 mod guard;
-mod held;
 mod install;
+mod lock;
 mod options;
-mod renew;
-mod session;
 pub mod store;
 
-pub use client::{ClientStats, LockClient, LockClientBuilder, SystemClock, WallClock};
+pub use client::{ClientStats, LockClient, LockClientBuilder};
 pub use current::{Current, current};
 pub use error::{LockError, LostReason};
 pub use guard::LockGuard;
-pub use held::LostSignal;
 pub use install::{install, installed};
+pub use lock::{LostSignal, SystemClock, WallClock};
 pub use options::{
     LockOptions, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError, Wait, parse_duration,
     validate_key,

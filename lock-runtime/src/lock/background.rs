@@ -1,0 +1,494 @@
+//! The client's background task: one per client, for all its locks.
+//!
+//! - Renewal of locks on compare-exchange stores: every ttl/3 a
+//!   `put(Expect::Index(current))`; a conflict with someone else's record
+//!   means lost; no success before the deadline (deadline rule) means lost.
+//! - Lease sessions: one keep-alive per session every ttl/3; a lease the
+//!   server no longer has, or no success before the session's deadline, loses
+//!   every lock on it; idle and retired sessions are revoked.
+//! - Held-key watches (lease stores): a key deleted or overwritten behind the
+//!   holder loses the lock at once (the keep-alive alone says nothing about
+//!   the key).
+//! - Releases: scheduled ones (`hold_at_least`), dropped guards, and cleanups
+//!   of records that cancelled or failed operations may have left: read back,
+//!   delete if ours, retry transient failures until the record is gone or not
+//!   ours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::clock::later;
+use super::events::Event;
+use super::rules::{Seen, classify};
+use super::session::Session;
+use super::state::{Lock, Phase};
+use super::{Engine, Job, lost_error};
+use crate::error::{LockError, LostReason};
+use crate::store::{DeleteOutcome, Expect, PutOutcome, StoreError};
+
+/// Clears `running` when the task ends, also when its runtime drops it.
+struct Running(Arc<Engine>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut work = self.0.work();
+        work.running = false;
+        work.wake_at = None;
+    }
+}
+
+pub(super) async fn run(engine: Arc<Engine>) {
+    let _running = Running(Arc::clone(&engine));
+    loop {
+        let now = engine.clock.now();
+        let mut next: Option<Instant> = None;
+        let mut earliest = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
+        let (jobs, due) = {
+            let mut work = engine.work();
+            let jobs: Vec<Job> = work.jobs.drain(..).collect();
+            let mut due = Vec::new();
+            for lock in work.locks.values() {
+                match lock.phase() {
+                    Phase::Held | Phase::Scheduled { .. } => {}
+                    _ => continue,
+                }
+                if let Some(index) = lock.scheduled_due(now) {
+                    due.push(Job::Release(Arc::clone(lock), index, false));
+                    continue;
+                }
+                if let Phase::Scheduled { at } = lock.phase() {
+                    earliest(at);
+                }
+                if let Some(reason) = lock.check_lost(now) {
+                    if lock.lost_while_scheduled(reason) {
+                        // Kept for hold_at_least, then lost: clean up now.
+                        due.push(Job::Cleanup(Arc::clone(lock)));
+                    }
+                    continue;
+                }
+                earliest(lock.effective_deadline());
+                if lock.renew && lock.session.is_none() {
+                    let mut state = lock.state();
+                    if !state.renewing {
+                        if state.next_renew <= now {
+                            state.renewing = true;
+                            drop(state);
+                            tokio::spawn(renew_once(Arc::clone(&engine), Arc::clone(lock)));
+                        } else {
+                            earliest(state.next_renew);
+                        }
+                    }
+                }
+            }
+            (jobs, due)
+        };
+        for job in jobs.into_iter().chain(due) {
+            tokio::spawn(run_job(Arc::clone(&engine), job));
+        }
+        if let Some(at) = engine.tend_sessions(now) {
+            earliest(at);
+        }
+        {
+            let mut work = engine.work();
+            if !work.jobs.is_empty() {
+                continue;
+            }
+            if work.locks.is_empty() && engine.is_closed() && engine.sessions().is_empty() {
+                return;
+            }
+            work.wake_at = next;
+        }
+        let wake = engine.wake.notified();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    biased;
+                    () = wake => {}
+                    () = engine.clock.sleep_until(at) => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
+
+async fn run_job(engine: Arc<Engine>, job: Job) {
+    match job {
+        Job::Release(lock, index, sent) => match delete_ours(&engine, &lock, index, sent).await {
+            // The delete may have applied: go on as a cleanup (read back first).
+            Err(LockError::Unavailable { .. }) => cleanup(&engine, &lock).await,
+            Err(error) => tracing::debug!(%error, "distlock: background release failed"),
+            Ok(()) => {}
+        },
+        Job::Cleanup(lock) => cleanup(&engine, &lock).await,
+    }
+}
+
+impl Engine {
+    /// Whether a cleanup of `lock` should go on retrying.
+    fn keep_trying(&self, lock: &Lock) -> bool {
+        if !self.is_closed() {
+            return true;
+        }
+        // Closed: past the record's own horizon nobody is blocked by it for
+        // long (others take it over, or its lease runs out).
+        self.clock.now() < later(lock.state().produced_at, lock.ttl.saturating_mul(2))
+    }
+
+    fn retry_delay(&self, lock: &Lock, attempt: u32) -> Duration {
+        self.backoff
+            .delay(attempt)
+            .min((lock.ttl / 8).max(Duration::from_millis(5)))
+    }
+}
+
+/// Deletes our record at `index` (following it if a renewal moved it).
+/// Transient failures are `Unavailable` errors: the caller hands them on.
+pub(super) async fn delete_ours(
+    engine: &Arc<Engine>,
+    lock: &Arc<Lock>,
+    mut index: u64,
+    sent_before: bool,
+) -> Result<(), LockError> {
+    // A delete sent before (its future dropped) may have applied: then an
+    // absent key is our own doing.
+    let mut ambiguous = sent_before;
+    // A renewal racing with the release may have moved our index: follow it
+    // while the record is still ours (bounded: renewals stop once releasing).
+    for _ in 0..4 {
+        let seen = match engine.store().delete(&lock.key, index).await {
+            Ok(DeleteOutcome::Deleted) => {
+                engine.events.emit(Event::Released {
+                    key: &lock.key,
+                    token: lock.token(),
+                });
+                engine.forget(lock);
+                return Ok(());
+            }
+            Ok(DeleteOutcome::Conflict { current }) => classify(current, &lock.record),
+            Err(error) if error.is_transient() => {
+                ambiguous = true;
+                match engine.store().get(&lock.key).await {
+                    Ok(found) => classify(found, &lock.record),
+                    Err(_) => return Err(engine.store_error(&lock.key, error)),
+                }
+            }
+            Err(error) => {
+                engine.forget(lock);
+                return Err(engine.store_error(&lock.key, error));
+            }
+        };
+        match seen {
+            Seen::Ours(current) => index = current,
+            Seen::Absent if ambiguous => {
+                engine.events.emit(Event::Released {
+                    key: &lock.key,
+                    token: lock.token(),
+                });
+                engine.forget(lock);
+                return Ok(());
+            }
+            Seen::Absent | Seen::Other(_) => {
+                // Someone deleted or took it over before we released it.
+                lock.mark_lost(LostReason::TakenOver);
+                engine.forget(lock);
+                return Err(lost_error(lock, LostReason::TakenOver));
+            }
+        }
+    }
+    engine.forget(lock);
+    Err(engine.store_error(
+        &lock.key,
+        StoreError::Backend {
+            endpoint: engine.backend.to_owned(),
+            source: "the lock record kept changing while it was being released".into(),
+        },
+    ))
+}
+
+/// Reads back and deletes whatever record of ours `lock` may have left;
+/// retries transient failures until it is gone or not ours.
+async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
+    let mut attempt: u32 = 0;
+    loop {
+        let outcome = match engine.store().get(&lock.key).await {
+            Ok(found) => match classify(found, &lock.record) {
+                Seen::Ours(index) => match engine.store().delete(&lock.key, index).await {
+                    Ok(DeleteOutcome::Deleted) => Ok(true),
+                    Ok(DeleteOutcome::Conflict { current }) => {
+                        match classify(current, &lock.record) {
+                            Seen::Ours(_) => Err(None),
+                            _ => Ok(false),
+                        }
+                    }
+                    Err(error) => Err(Some(error)),
+                },
+                Seen::Absent | Seen::Other(_) => Ok(false),
+            },
+            Err(error) => Err(Some(error)),
+        };
+        match outcome {
+            Ok(deleted) => {
+                if deleted {
+                    engine.events.emit(Event::CleanedUp { key: &lock.key });
+                }
+                engine.forget(lock);
+                return;
+            }
+            Err(Some(error)) if !error.is_transient() => {
+                tracing::warn!(key = %lock.key, %error, "distlock: cannot clean up a lock record");
+                engine.forget(lock);
+                return;
+            }
+            Err(_) => {
+                if !engine.keep_trying(lock) {
+                    engine.forget(lock);
+                    return;
+                }
+                if let Some(session) = lock.lease_session()
+                    && session.lost_reason().is_some()
+                    && engine.clock.now() >= session.deadline()
+                {
+                    // Its lease is gone: so is the key.
+                    engine.forget(lock);
+                    return;
+                }
+                engine
+                    .sleep_bounded(engine.retry_delay(lock, attempt), None)
+                    .await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// One renewal of a lock on a compare-exchange store.
+async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
+    let expected = lock.index();
+    let deadline = lock.effective_deadline();
+    lock.sending(engine.clock.now());
+    let answer = engine
+        .clock
+        .timeout_at(
+            deadline,
+            engine
+                .store()
+                .put(&lock.key, &lock.record, Expect::Index(expected), None),
+        )
+        .await;
+    let retry_after = (lock.ttl / 20).max(Duration::from_millis(5));
+    match answer {
+        Some(Ok(PutOutcome::Swapped { index })) => {
+            if lock.is_holding() {
+                lock.swapped(index);
+                engine.events.emit(Event::Renewed {
+                    key: &lock.key,
+                    index,
+                });
+            } else {
+                // Released meanwhile: the release follows the moved index.
+                lock.swapped(index);
+            }
+        }
+        Some(Ok(PutOutcome::Conflict { current })) => {
+            lock.refused();
+            match classify(current, &lock.record) {
+                Seen::Ours(index) => {
+                    // A renewal of ours whose answer was lost did commit.
+                    if lock.found_ours(index) {
+                        lock.state().next_renew = engine.clock.now();
+                    }
+                }
+                _ => {
+                    lock.mark_lost(LostReason::TakenOver);
+                }
+            }
+        }
+        Some(Err(error)) => {
+            lock.answer_lost();
+            engine.events.emit(Event::RenewalFailed {
+                key: &lock.key,
+                error: &error,
+            });
+            lock.state().next_renew = later(engine.clock.now(), retry_after);
+        }
+        None => {
+            lock.answer_lost();
+            lock.check_lost(engine.clock.now());
+        }
+    }
+    lock.state().renewing = false;
+    engine.wake.notify_one();
+}
+
+/// Watches a held key on a lease store: deleted or overwritten behind the
+/// holder, the lock is lost at once.
+pub(super) fn watch_held(engine: &Arc<Engine>, lock: &Arc<Lock>) {
+    let task = tokio::spawn(watch_loop(Arc::clone(engine), Arc::clone(lock)));
+    let mut state = lock.state();
+    if state.phase == Phase::Done {
+        task.abort();
+    } else {
+        state.watch = Some(task.abort_handle());
+    }
+}
+
+async fn watch_loop(engine: Arc<Engine>, lock: Arc<Lock>) {
+    let mut attempt: u32 = 0;
+    while lock.is_holding() && lock.lost_reason().is_none() {
+        let index = lock.index();
+        match engine.store().watch(&lock.key, Some(index)).await {
+            Ok(()) => attempt = 0,
+            Err(error) => {
+                tracing::debug!(key = %lock.key, %error, "distlock: held-key watch failed; retrying");
+                engine
+                    .sleep_bounded(engine.retry_delay(&lock, attempt), None)
+                    .await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+        if !lock.is_holding() {
+            return;
+        }
+        match engine.store().get(&lock.key).await {
+            Ok(found) => match classify(found, &lock.record) {
+                Seen::Ours(_) => {}
+                Seen::Absent | Seen::Other(_) => {
+                    if lock.is_holding() {
+                        lock.mark_lost(LostReason::TakenOver);
+                    }
+                    return;
+                }
+            },
+            Err(_) => {
+                engine
+                    .sleep_bounded(engine.retry_delay(&lock, attempt), None)
+                    .await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// A session's lease is gone (or may be): every lock on it is lost, and
+    /// it is never used again.
+    pub(super) fn session_lost(self: &Arc<Self>, session: &Arc<Session>, reason: LostReason) {
+        if !session.set_lost(reason) {
+            return;
+        }
+        self.events.emit(Event::SessionLost {
+            lease: session.lease,
+            reason,
+        });
+        let affected: Vec<Arc<Lock>> = self
+            .work()
+            .locks
+            .values()
+            .filter(|lock| {
+                lock.lease_session()
+                    .is_some_and(|s| Arc::ptr_eq(s, session))
+            })
+            .cloned()
+            .collect();
+        for lock in affected {
+            if lock.is_holding() {
+                lock.mark_lost(reason);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Keep-alives, lost and idle sessions. Returns when to look again.
+    fn tend_sessions(self: &Arc<Self>, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut earliest = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
+        let mut lost = Vec::new();
+        let mut revoke = Vec::new();
+        {
+            let mut sessions = self.sessions();
+            sessions.retain(|session| {
+                let users = session.users();
+                let mut timing = session.timing();
+                if users == 0 {
+                    let idle_since = *timing.idle_since.get_or_insert(now);
+                    let grace = if self.is_closed()
+                        || session.is_retired()
+                        || session.lost_reason().is_some()
+                    {
+                        Duration::ZERO
+                    } else {
+                        session.ttl
+                    };
+                    let until = later(idle_since, grace);
+                    if until <= now {
+                        revoke.push(Arc::clone(session));
+                        return false;
+                    }
+                    earliest(until);
+                } else {
+                    timing.idle_since = None;
+                }
+                if session.lost_reason().is_some() {
+                    return true;
+                }
+                if now >= timing.deadline {
+                    lost.push(Arc::clone(session));
+                    return true;
+                }
+                earliest(timing.deadline);
+                if !timing.in_flight {
+                    if timing.next_keep_alive <= now {
+                        timing.in_flight = true;
+                        tokio::spawn(keep_alive(Arc::clone(self), Arc::clone(session)));
+                    } else {
+                        earliest(timing.next_keep_alive);
+                    }
+                }
+                true
+            });
+        }
+        for session in lost {
+            self.session_lost(&session, LostReason::RenewalTimedOut);
+        }
+        for session in revoke {
+            let engine = Arc::clone(self);
+            tokio::spawn(async move {
+                // Best effort: a revoked lease frees its keys now rather than
+                // after its ttl, and makes any late write with it fail.
+                let _ = engine.store().revoke_lease(session.lease).await;
+            });
+        }
+        next
+    }
+}
+
+async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>) {
+    let sent = engine.clock.now();
+    let deadline = session.deadline();
+    let retry = (session.ttl / 20).max(Duration::from_millis(5));
+    match engine
+        .clock
+        .timeout_at(deadline, engine.store().keep_alive(session.lease))
+        .await
+    {
+        Some(Ok(Some(_))) => session.renewed(sent),
+        Some(Ok(None)) | Some(Err(StoreError::LeaseGone(_))) => {
+            session.timing().in_flight = false;
+            engine.session_lost(&session, LostReason::LeaseExpired);
+        }
+        Some(Err(error)) => {
+            tracing::warn!(lease = session.lease.0, %error, "distlock: lease keep-alive failed; retrying");
+            let mut timing = session.timing();
+            timing.in_flight = false;
+            timing.next_keep_alive = later(engine.clock.now(), retry);
+        }
+        None => {
+            session.timing().in_flight = false;
+            engine.session_lost(&session, LostReason::RenewalTimedOut);
+        }
+    }
+    engine.wake.notify_one();
+}
