@@ -741,6 +741,17 @@ impl LockClientBuilder {
         self
     }
 
+    /// The rate at which this client's local monotonic clock runs, as a
+    /// multiple of real time (simulations use 0.96..=1.04 to model clock
+    /// drift). Placeholder on this branch: accepted and ignored; the engine
+    /// rewrite implements it.
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn clock_rate(self, rate: f64) -> Self {
+        let _ = rate;
+        self
+    }
+
     /// Builds the client, checking the configuration.
     pub fn build(self) -> Result<LockClient, LockError> {
         self.defaults.validate()?;

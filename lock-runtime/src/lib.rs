@@ -46,6 +46,9 @@ mod options;
 mod renew;
 mod session;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use client::{ClientStats, LockClient, LockClientBuilder, SystemClock, WallClock};
 pub use current::{Current, current};
