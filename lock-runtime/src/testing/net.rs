@@ -1,5 +1,6 @@
 //! [`SimNet`]: per-client fault-injecting connections onto one [`SimStore`].
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -150,6 +151,11 @@ struct State {
     faults_on: bool,
     next_req: u64,
     links: Vec<Link>,
+    /// Which client each lease was granted to (at the server).
+    lease_owners: BTreeMap<LeaseId, u32>,
+    /// The latest time a request sent while faults were on reaches the
+    /// server or its caller.
+    settles: Instant,
 }
 
 #[derive(Debug)]
@@ -276,6 +282,8 @@ impl SimNet {
                     faults_on: true,
                     next_req: 1,
                     links: Vec::new(),
+                    lease_owners: BTreeMap::new(),
+                    settles: Instant::now(),
                 }),
                 faults_changed: Notify::new(),
             }),
@@ -414,6 +422,22 @@ impl SimNet {
         self.net.lock().faults_on
     }
 
+    /// The client (by number) a lease was granted to through this net.
+    pub fn lease_owner(&self, lease: LeaseId) -> Option<usize> {
+        self.net
+            .lock()
+            .lease_owners
+            .get(&lease)
+            .map(|&c| c as usize)
+    }
+
+    /// When every request sent while faults were on has arrived, been
+    /// answered or timed out: after [`SimNet::heal_all`], waiting until then
+    /// leaves only clean traffic in flight.
+    pub fn settled_at(&self) -> Instant {
+        self.net.lock().settles
+    }
+
     /// How many clients were created.
     pub fn clients(&self) -> usize {
         self.net.lock().links.len()
@@ -485,6 +509,26 @@ impl SimNet {
 pub struct SimClient {
     net: Arc<Net>,
     id: u32,
+}
+
+/// Records a call dropped by its caller before it completed.
+struct Pending<'a> {
+    trace: &'a Trace,
+    client: u32,
+    req: u64,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.trace.push(Event::Failed {
+                client: self.client,
+                req: self.req,
+                fate: Fate::Dropped,
+            });
+        }
+    }
 }
 
 type Apply<T> = Box<dyn FnOnce(&SimStore) -> (Result<T, StoreError>, Outcome) + Send>;
@@ -574,6 +618,15 @@ impl SimClient {
                 link.faulty.push((sent, end));
             }
         }
+        if faults_on {
+            let last = [Some(deadline), arrives, answer_at]
+                .into_iter()
+                .flatten()
+                .max();
+            if let Some(last) = last {
+                state.settles = state.settles.max(last);
+            }
+        }
         drop(state);
         self.net.trace.push(Event::Sent {
             client: self.id,
@@ -618,7 +671,13 @@ impl SimClient {
                 }
             });
         }
-        match timeout_at(plan.deadline, rx).await {
+        let mut pending = Pending {
+            trace: &self.net.trace,
+            client,
+            req,
+            done: false,
+        };
+        let result = match timeout_at(plan.deadline, rx).await {
             Ok(Ok(result)) => {
                 self.net.trace.push(Event::Answered { client, req });
                 result
@@ -632,7 +691,9 @@ impl SimClient {
                 });
                 Err(self.unavailable("no answer within the request timeout (simulated)"))
             }
-        }
+        };
+        pending.done = true;
+        result
     }
 
     async fn watch_inner(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
@@ -810,10 +871,15 @@ impl CompareExchange for SimClient {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let net = Arc::clone(&self.net);
+        let client = self.id;
         self.call(
             Request::Grant { ttl },
             Box::new(move |store| {
                 let result = store.grant_lease_now(ttl);
+                if let Ok(id) = &result {
+                    net.lock().lease_owners.insert(*id, client);
+                }
                 let outcome = match &result {
                     Ok(id) => Outcome::Granted(*id),
                     Err(e) => Outcome::Error(error_name(e)),

@@ -98,6 +98,9 @@ pub enum Fate {
     Partitioned,
     /// A pause held the request or the answer past the caller's timeout.
     Paused,
+    /// The caller dropped the call before an answer or its timeout (the
+    /// request, once sent, still travels and may be applied).
+    Dropped,
 }
 
 /// One event of a simulation.
