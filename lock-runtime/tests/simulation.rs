@@ -1423,18 +1423,21 @@ fn simulate() {
             &seeds[..seeds.len().min(12)]
         );
     }
-    println!("\n{}", report(&failures[0], false));
-    if let Ok(dir) = std::env::var("CARGO_TARGET_TMPDIR")
-        .or_else(|_| Ok::<_, ()>(env!("CARGO_TARGET_TMPDIR").to_owned()))
-    {
-        let path = std::path::Path::new(&dir).join(format!("sim-seed-{}.txt", failures[0].seed));
-        if std::fs::write(&path, report(&failures[0], true)).is_ok() {
-            println!(
-                "full trace of seed {}: {}",
-                failures[0].seed,
-                path.display()
-            );
-        }
+    // Seeds ran without a trace: replay the first failing one with it.
+    let replay = run_seed(failures[0].seed, true);
+    if replay.violations.len() != failures[0].violations.len() {
+        println!(
+            "seed {} replayed differently: {} violation(s) instead of {} (nondeterminism?)",
+            replay.seed,
+            replay.violations.len(),
+            failures[0].violations.len()
+        );
+    }
+    println!("\n{}", report(&replay, false));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sim-seed-{}.txt", replay.seed));
+    if std::fs::write(&path, report(&replay, true)).is_ok() {
+        println!("full trace of seed {}: {}", replay.seed, path.display());
     }
     panic!(
         "{} of {seeds} seed(s) violate an invariant (first: seed {})",
