@@ -234,6 +234,8 @@ struct Observer {
     holders: Vec<Holder>,
     last_token: Vec<Option<u64>>,
     violations: Vec<Violation>,
+    /// The latest end of a `hold_at_least` of any acquisition.
+    hold_until: Instant,
 }
 
 type Obs = Arc<Mutex<Observer>>;
@@ -292,15 +294,17 @@ impl Observer {
         self.net.clean_window(h.client, o.at, self.window(h), now)
     }
 
-    /// RavenDB 4.1: the holder's own stale renewal re-created the deleted key.
+    /// When the holder's own record came back to the key after the
+    /// operator's write: a stale write of its own (a late retry of its
+    /// acquisition, or on RavenDB 4.1 a renewal that re-created the deleted
+    /// key) put it there, so the key is its own again.
     fn recreated_by_holder(&self, h: &Holder, o: &Obligation) -> Option<Instant> {
         let nonce = h.nonce?;
         self.store
             .writes_since(&self.sc.keys[h.key], o.index)
             .into_iter()
             .find(|w| {
-                w.quirk
-                    && w.writer == Writer::Client
+                w.writer == Writer::Client
                     && w.record
                         .as_ref()
                         .is_some_and(|r| r.owner == h.owner && r.nonce == nonce)
@@ -408,7 +412,7 @@ impl Observer {
         self.last_token[key] = Some(self.last_token[key].map_or(token, |l| l.max(token)));
         let write = self.store.write_at(token);
         let nonce = match &write {
-            Some(w) if &*w.key == &*name && w.writer == Writer::Client => w
+            Some(w) if *w.key == *name && w.writer == Writer::Client => w
                 .record
                 .as_ref()
                 .filter(|r| r.owner == *owner)
@@ -606,6 +610,7 @@ impl Drop for Mark {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn track(
     o: &Obs,
     client: usize,
@@ -616,6 +621,10 @@ fn track(
     options: &LockOptions,
     how: &'static str,
 ) -> Mark {
+    if let Some(hold) = options.hold_at_least {
+        let mut o = obs(o);
+        o.hold_until = o.hold_until.max(Instant::now() + hold);
+    }
     let id = obs(o).acquired(
         client,
         owner,
@@ -1006,6 +1015,7 @@ async fn scenario(sc: Scenario, trace: Trace) -> Vec<Violation> {
         holders: Vec::new(),
         last_token: vec![None; sc.keys.len()],
         violations: Vec::new(),
+        hold_until: start,
     }));
     let ctx = Arc::new(Ctx {
         obs: Arc::clone(&observer),
@@ -1056,7 +1066,15 @@ async fn scenario(sc: Scenario, trace: Trace) -> Vec<Violation> {
     }
     // Let every request sent while faults were on land (late ones included),
     // and the clients clean up on the clean network meanwhile.
-    sleep_until(net.settled_at().max(Instant::now() + sc.net.timeout) + SLACK).await;
+    // Guards dropped inside their `hold_at_least` are held until it ends.
+    let hold_until = obs(&observer).hold_until;
+    sleep_until(
+        net.settled_at()
+            .max(Instant::now() + sc.net.timeout)
+            .max(hold_until)
+            + SLACK,
+    )
+    .await;
     obs(&observer).check_key_rule(Instant::now());
     for (i, task) in tasks.into_iter().enumerate() {
         if let Err(error) = task.await
@@ -1466,6 +1484,17 @@ fn same_seed_same_run() {
 
 // ---- the backend kit itself ---------------------------------------------------
 
+/// `unwrap` for tests (the workspace lints deny `unwrap`).
+trait OkOrPanic<T> {
+    fn ok_or_panic(self) -> T;
+}
+
+impl<T, E: std::fmt::Debug> OkOrPanic<T> for Result<T, E> {
+    fn ok_or_panic(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e:?}"))
+    }
+}
+
 fn paused<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -1489,7 +1518,7 @@ fn kit_leases_count_whole_seconds_from_the_last_keep_alive_and_take_their_keys()
     use lock_runtime::store::{CompareExchange, Expect, PutOutcome};
     paused(async {
         let store = SimStore::etcd_like();
-        let lease = store.grant_lease(ms_(1200)).await.unwrap();
+        let lease = store.grant_lease(ms_(1200)).await.ok_or_panic();
         let put = store
             .put("k", &record("a", 1), Expect::Absent, Some(lease))
             .await;
@@ -1498,21 +1527,21 @@ fn kit_leases_count_whole_seconds_from_the_last_keep_alive_and_take_their_keys()
         };
         assert_eq!(store.entry("k").and_then(|e| e.lease), Some(lease));
         sleep(ms_(1500)).await;
-        assert_eq!(store.keep_alive(lease).await.unwrap(), Some(ms_(2000)));
+        assert_eq!(store.keep_alive(lease).await.ok_or_panic(), Some(ms_(2000)));
         // 2 s from the keep-alive's arrival at 1.5 s: gone at 3.5 s, not before.
         let watch = tokio::spawn({
             let store = store.clone();
             async move {
-                store.watch("k", Some(index)).await.unwrap();
+                store.watch("k", Some(index)).await.ok_or_panic();
                 Instant::now()
             }
         });
         sleep(ms_(1999)).await;
         assert!(store.entry("k").is_some());
-        let woke = watch.await.unwrap();
+        let woke = watch.await.ok_or_panic();
         assert!(store.entry("k").is_none());
         assert_eq!(store.live_leases(), 0);
-        assert_eq!(store.keep_alive(lease).await.unwrap(), None);
+        assert_eq!(store.keep_alive(lease).await.ok_or_panic(), None);
         let later = store
             .put("k", &record("a", 2), Expect::Absent, Some(lease))
             .await;
@@ -1539,18 +1568,18 @@ fn kit_ravendb_41_creates_a_missing_key_on_an_index_put_and_others_conflict() {
             let first = store
                 .put("k", &record("a", 1), Expect::Absent, None)
                 .await
-                .unwrap();
+                .ok_or_panic();
             let PutOutcome::Swapped { index } = first else {
                 panic!("{first:?}")
             };
             assert_eq!(
-                store.delete("k", index).await.unwrap(),
+                store.delete("k", index).await.ok_or_panic(),
                 DeleteOutcome::Deleted
             );
             let stale = store
                 .put("k", &record("a", 1), Expect::Index(index), None)
                 .await
-                .unwrap();
+                .ok_or_panic();
             match stale {
                 PutOutcome::Swapped { index: again } => {
                     assert!(quirk, "only 4.1 re-creates");
@@ -1577,16 +1606,16 @@ fn kit_operator_actions_bypass_conditions() {
         let put = store
             .put("k", &record("a", 1), Expect::Absent, None)
             .await
-            .unwrap();
+            .ok_or_panic();
         let PutOutcome::Swapped { index } = put else {
             panic!("{put:?}")
         };
         let over = store
             .force_overwrite("k", record("operator", 9), None)
-            .unwrap();
+            .ok_or_panic();
         assert!(over > index);
         assert_eq!(
-            store.delete("k", index).await.unwrap(),
+            store.delete("k", index).await.ok_or_panic(),
             DeleteOutcome::Conflict {
                 current: store.entry("k")
             }
@@ -1666,7 +1695,7 @@ fn kit_partition_fails_an_open_watch_and_black_holes_requests() {
         sleep(ms_(1000)).await;
         assert!(!watch.is_finished(), "nothing changed: the watch waits");
         net.partition(0, ms_(2000));
-        let ended = watch.await.unwrap();
+        let ended = watch.await.ok_or_panic();
         assert!(matches!(
             ended,
             Err(lock_runtime::store::StoreError::Unavailable { .. })
