@@ -131,7 +131,8 @@ pub enum Event {
         /// Request number.
         req: u64,
     },
-    /// The caller got `Unavailable` (its timeout, or a broken watch).
+    /// The caller got `Unavailable` (its timeout, or a broken watch), or
+    /// dropped the call ([`Fate::Dropped`]).
     Failed {
         /// Client number.
         client: u32,
@@ -249,6 +250,11 @@ impl fmt::Display for Event {
                 outcome,
             } => write!(f, "c{client} #{req}   applied: {outcome:?}"),
             Event::Answered { client, req } => write!(f, "c{client} #{req}   answered"),
+            Event::Failed {
+                client,
+                req,
+                fate: Fate::Dropped,
+            } => write!(f, "c{client} #{req}   dropped by the caller"),
             Event::Failed { client, req, fate } => {
                 write!(f, "c{client} #{req}   FAILED (Unavailable): {fate:?}")
             }
