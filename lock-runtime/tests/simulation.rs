@@ -1266,6 +1266,7 @@ fn compact_trace(outcome: &Outcome, violation: Option<&Violation>, limit: usize)
     let key = violation.and_then(|v| v.key.clone());
     let until = violation.map_or(Duration::MAX, |v| v.at);
     let mut reqs = std::collections::BTreeSet::new();
+    let mut keep_alives = std::collections::BTreeSet::new();
     let mut lines = Vec::new();
     for (at, event) in outcome.trace.events() {
         if at > until.saturating_add(ms_(1)) {
@@ -1279,6 +1280,11 @@ fn compact_trace(outcome: &Outcome, violation: Option<&Violation>, limit: usize)
                     | Request::Put { key, .. }
                     | Request::Delete { key, .. }
                     | Request::Watch { key, .. } => key == k,
+                    // Keep-alives are periodic noise: only their failures show.
+                    Request::KeepAlive { .. } => {
+                        keep_alives.insert(*req);
+                        false
+                    }
                     _ => true,
                 };
                 if about {
@@ -1286,14 +1292,16 @@ fn compact_trace(outcome: &Outcome, violation: Option<&Violation>, limit: usize)
                 }
                 about
             }
-            (Some(_), Event::Applied { req, .. })
-            | (Some(_), Event::Answered { req, .. })
-            | (Some(_), Event::Failed { req, .. }) => reqs.contains(req),
+            (Some(_), Event::Failed { req, .. }) => reqs.contains(req) || keep_alives.contains(req),
+            (Some(_), Event::Applied { req, .. }) | (Some(_), Event::Answered { req, .. }) => {
+                reqs.contains(req)
+            }
             (Some(k), Event::Stored { key, .. }) | (Some(k), Event::Removed { key, .. }) => {
                 key == k
             }
             (Some(k), Event::Note(text)) => {
-                text.contains(&format!(" {k} ")) || !text.contains(" k") || text.starts_with("!!")
+                // Keys are k0..k2: " k1" never prefixes another key.
+                text.contains(&format!(" {k}")) || !text.contains(" k") || text.starts_with("!!")
             }
             _ => true,
         };
@@ -1375,81 +1383,54 @@ fn simulate() {
     let first = env_u64("DISTLOCK_SIM_FIRST").unwrap_or(0);
     let threads = env_u64("DISTLOCK_SIM_THREADS").unwrap_or(2).max(1);
     let started = std::time::Instant::now();
-    let failures: Vec<Outcome> = std::thread::scope(|scope| {
+    let list = std::env::var_os("DISTLOCK_SIM_LIST").is_some();
+    let summaries: Vec<Summary> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    let mut failed = Vec::new();
+                    let mut summary = Summary::default();
                     let mut seed = first + t;
                     while seed < first + seeds {
-                        let outcome = run_seed(seed, false);
-                        if !outcome.violations.is_empty() {
-                            failed.push(outcome);
-                        }
+                        summary.add(&run_seed(seed, false), list);
                         seed += threads;
                     }
-                    failed
+                    summary
                 })
             })
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| panic!("a simulation thread panicked"))
+            })
             .collect()
     });
+    let mut total = Summary::default();
+    for summary in summaries {
+        total.merge(summary);
+    }
     let elapsed = started.elapsed();
     println!(
         "simulation: {seeds} seed(s) from {first} in {:.1}s on {threads} thread(s): {:.0} seeds/s; {} failing",
         elapsed.as_secs_f64(),
         seeds as f64 / elapsed.as_secs_f64().max(1e-9),
-        failures.len()
+        total.failing
     );
-    if failures.is_empty() {
+    let Some(first_failing) = total.first else {
         return;
-    }
-    let mut failures = failures;
-    failures.sort_by_key(|o| o.seed);
-    let mut by_invariant: std::collections::BTreeMap<(&str, &str), Vec<u64>> = Default::default();
-    for outcome in &failures {
-        let mut seen = std::collections::BTreeSet::new();
-        for v in &outcome.violations {
-            if seen.insert(v.invariant) {
-                by_invariant
-                    .entry((v.invariant, outcome.scenario.mode.name()))
-                    .or_default()
-                    .push(outcome.seed);
-            }
-        }
-    }
-    if std::env::var_os("DISTLOCK_SIM_LIST").is_some() {
-        for outcome in &failures {
-            for v in &outcome.violations {
-                println!(
-                    "seed {} {} {} [{}] {}",
-                    outcome.seed,
-                    outcome.scenario.mode.name(),
-                    outcome.scenario.faults,
-                    v.invariant,
-                    v.text
-                );
-            }
-        }
-    }
-    for ((invariant, mode), seeds) in &by_invariant {
-        println!(
-            "  [{invariant}] on {mode}: {} seed(s), e.g. {:?}",
-            seeds.len(),
-            &seeds[..seeds.len().min(12)]
-        );
+    };
+    for ((invariant, mode), (count, examples)) in &total.by_invariant {
+        println!("  [{invariant}] on {mode}: {count} seed(s), e.g. {examples:?}");
     }
     // Seeds ran without a trace: replay the first failing one with it.
-    let replay = run_seed(failures[0].seed, true);
-    if replay.violations.len() != failures[0].violations.len() {
+    let replay = run_seed(first_failing.0, true);
+    if replay.violations.len() != first_failing.1 {
         println!(
             "seed {} replayed differently: {} violation(s) instead of {} (nondeterminism?)",
             replay.seed,
             replay.violations.len(),
-            failures[0].violations.len()
+            first_failing.1
         );
     }
     println!("\n{}", report(&replay, false));
@@ -1460,9 +1441,71 @@ fn simulate() {
     }
     panic!(
         "{} of {seeds} seed(s) violate an invariant (first: seed {})",
-        failures.len(),
-        failures[0].seed
+        total.failing, first_failing.0
     );
+}
+
+/// What a run of many seeds found, in bounded memory.
+#[derive(Default)]
+struct Summary {
+    failing: u64,
+    /// The lowest failing seed and its number of violations.
+    first: Option<(u64, usize)>,
+    /// Per (invariant, store mode): how many seeds, and the lowest few.
+    by_invariant: std::collections::BTreeMap<(&'static str, &'static str), (u64, Vec<u64>)>,
+}
+
+impl Summary {
+    const EXAMPLES: usize = 12;
+
+    fn add(&mut self, outcome: &Outcome, list: bool) {
+        if outcome.violations.is_empty() {
+            return;
+        }
+        self.failing += 1;
+        if self.first.is_none_or(|(seed, _)| outcome.seed < seed) {
+            self.first = Some((outcome.seed, outcome.violations.len()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &outcome.violations {
+            if list {
+                println!(
+                    "seed {} {} {} [{}] {}",
+                    outcome.seed,
+                    outcome.scenario.mode.name(),
+                    outcome.scenario.faults,
+                    v.invariant,
+                    v.text
+                );
+            }
+            if seen.insert(v.invariant) {
+                let slot = self
+                    .by_invariant
+                    .entry((v.invariant, outcome.scenario.mode.name()))
+                    .or_default();
+                slot.0 += 1;
+                slot.1.push(outcome.seed);
+                slot.1.sort_unstable();
+                slot.1.truncate(Self::EXAMPLES);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Summary) {
+        self.failing += other.failing;
+        if let Some((seed, n)) = other.first
+            && self.first.is_none_or(|(mine, _)| seed < mine)
+        {
+            self.first = Some((seed, n));
+        }
+        for (key, (count, examples)) in other.by_invariant {
+            let slot = self.by_invariant.entry(key).or_default();
+            slot.0 += count;
+            slot.1.extend(examples);
+            slot.1.sort_unstable();
+            slot.1.truncate(Self::EXAMPLES);
+        }
+    }
 }
 
 #[test]
