@@ -44,6 +44,9 @@ mod install;
 mod lock;
 mod options;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use client::{ClientStats, LockClient, LockClientBuilder};
 pub use current::{Current, current};
