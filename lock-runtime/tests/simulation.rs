@@ -237,6 +237,8 @@ struct Observer {
     violations: Vec<Violation>,
     /// The latest end of a `hold_at_least` of any acquisition.
     hold_until: Instant,
+    /// Every operator write: (key, index, when, what).
+    operator_log: Vec<(usize, u64, Instant, &'static str)>,
 }
 
 type Obs = Arc<Mutex<Observer>>;
@@ -488,7 +490,20 @@ impl Observer {
             end: "still held",
             how,
             release: None,
-            obligations: Vec::new(),
+            // An operator write that landed after the holder's own write but
+            // before its answer arrived: the holder cannot know of it yet, so
+            // its detection window runs from the operator's write.
+            obligations: self
+                .operator_log
+                .iter()
+                .filter(|(k, index, _, _)| *k == key && *index > token)
+                .map(|&(_, index, at, what)| Obligation {
+                    at,
+                    what,
+                    index,
+                    checked: false,
+                })
+                .collect(),
         });
         self.holders.len() - 1
     }
@@ -584,6 +599,7 @@ impl Observer {
 
     fn operator_wrote(&mut self, key: usize, what: &'static str, index: u64) {
         let now = Instant::now();
+        self.operator_log.push((key, index, now, what));
         for h in &mut self.holders {
             if h.key == key && h.ended.is_none() && !h.signal.is_lost() {
                 h.obligations.push(Obligation {
@@ -1017,6 +1033,7 @@ async fn scenario(sc: Scenario, trace: Trace) -> Vec<Violation> {
         last_token: vec![None; sc.keys.len()],
         violations: Vec::new(),
         hold_until: start,
+        operator_log: Vec::new(),
     }));
     let ctx = Arc::new(Ctx {
         obs: Arc::clone(&observer),

@@ -370,7 +370,9 @@ impl Engine {
             waited,
         });
         self.register(lock);
-        if lock.session.is_some() && self.caps.watch {
+        // Key rule: renewal by CAS sees a changed key within ttl/3; leased and
+        // unrenewed locks would never look at it, so watch theirs.
+        if self.caps.watch && (lock.session.is_some() || !lock.renew) {
             super::background::watch_held(self, lock);
         }
     }

@@ -49,9 +49,14 @@ pub(super) async fn run(engine: Arc<Engine>) {
             let mut work = engine.work();
             let jobs: Vec<Job> = work.jobs.drain(..).collect();
             let mut due = Vec::new();
+            let mut done = Vec::new();
             for lock in work.locks.values() {
                 match lock.phase() {
                     Phase::Held | Phase::Scheduled { .. } => {}
+                    Phase::Done => {
+                        done.push(Arc::clone(lock));
+                        continue;
+                    }
                     _ => continue,
                 }
                 if let Some(index) = lock.scheduled_due(now) {
@@ -81,6 +86,10 @@ pub(super) async fn run(engine: Arc<Engine>) {
                         }
                     }
                 }
+            }
+            for lock in done {
+                work.locks.remove(&lock.id);
+                lock.finish();
             }
             (jobs, due)
         };

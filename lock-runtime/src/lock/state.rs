@@ -99,7 +99,10 @@ pub(crate) struct Lock {
     pub renew: bool,
     pub hold_at_least: Option<Duration>,
     /// The lease session the record is attached to (lease stores, renewed locks).
-    pub session: Option<SessionUse>,
+    pub session: Option<Arc<Session>>,
+    /// Counts this lock as a user of `session` until it is done (lost signals
+    /// and `Current`s may outlive it).
+    session_use: Mutex<Option<SessionUse>>,
     clock: Clock,
     events: Arc<Events>,
     state: Mutex<State>,
@@ -128,7 +131,8 @@ impl Lock {
             record,
             renew,
             hold_at_least,
-            session,
+            session: session.as_ref().map(|used| Arc::clone(&used.0)),
+            session_use: Mutex::new(session),
             clock,
             events,
             state: Mutex::new(State {
@@ -154,7 +158,7 @@ impl Lock {
     }
 
     pub fn lease_session(&self) -> Option<&Arc<Session>> {
-        self.session.as_ref().map(|used| &used.0)
+        self.session.as_ref()
     }
 
     pub fn phase(&self) -> Phase {
@@ -266,7 +270,12 @@ impl Lock {
         if state.phase == Phase::Acquiring {
             state.phase = if needs { Phase::Cleanup } else { Phase::Done };
         }
-        needs && state.phase == Phase::Cleanup
+        let cleanup = needs && state.phase == Phase::Cleanup;
+        drop(state);
+        if !cleanup {
+            self.finish();
+        }
+        cleanup
     }
 
     /// The caller releases (guard released or dropped).
@@ -332,6 +341,11 @@ impl Lock {
         if let Some(watch) = state.watch.take() {
             watch.abort();
         }
+        drop(state);
+        self.session_use
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Whether the holder still counts on the lock (held, or kept for
