@@ -100,7 +100,7 @@ fn steps(trace: &Trace) -> usize {
     trace.len().saturating_sub(1)
 }
 
-fn check_clean(title: &str, cfg: Config) {
+fn check_clean(title: &str, cfg: Config, at_least: usize) {
     let run = bfs(title, cfg, None);
     let mut report = run.report;
     for (name, trace) in &run.discoveries {
@@ -118,7 +118,7 @@ fn check_clean(title: &str, cfg: Config) {
         run.discoveries.keys().collect::<Vec<_>>()
     );
     // A model that cannot move would pass vacuously.
-    assert!(run.unique > 50_000, "{title}: only {} states", run.unique);
+    assert!(run.unique > at_least, "{title}: only {} states", run.unique);
 }
 
 #[test]
@@ -126,6 +126,7 @@ fn without_leases_every_property_holds() {
     check_clean(
         "no leases: protocol of DESIGN.md section 8",
         Config::without_leases(),
+        100_000,
     );
 }
 
@@ -134,19 +135,23 @@ fn with_leases_every_property_holds() {
     check_clean(
         "leases: protocol of DESIGN.md section 8",
         Config::with_leases(),
+        100_000,
     );
 }
 
 /// The margin is there for clock drift: with every clock at the same rate a
-/// margin of 0 is enough (the counterpart of `no_margin_breaks_exclusion`).
+/// margin of 0 is enough. This is the counterpart of
+/// `no_margin_breaks_exclusion`, whose counterexample needs one fault (a
+/// pause), so it runs with a budget of one fault to stay cheap.
 #[test]
 fn without_drift_no_margin_is_needed() {
     let cfg = Config {
         margin: 0,
         rates: vec![Rate::Normal; 3],
+        faults: 1,
         ..Config::without_leases()
     };
-    check_clean("no leases, equal clocks, margin 0", cfg);
+    check_clean("no leases, equal clocks, margin 0, one fault", cfg, 10_000);
 }
 
 fn check_coverage(title: &str, base: Config) {
