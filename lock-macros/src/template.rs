@@ -234,3 +234,7 @@ mod tests {
         assert!(ok("<a<b>").is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "template_proptest.rs"]
+mod proptests;

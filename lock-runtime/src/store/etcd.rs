@@ -1396,3 +1396,7 @@ mod tests {
         assert_eq!(EtcdStore::lease_secs(Duration::from_millis(1001)), 2);
     }
 }
+
+#[cfg(test)]
+#[path = "etcd_proptest.rs"]
+mod proptests;

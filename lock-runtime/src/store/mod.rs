@@ -26,6 +26,9 @@ pub use async_trait::async_trait;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
+/// Strategies shared by the backends' answer-decoder property tests.
+#[cfg(all(test, any(feature = "etcd", feature = "ravendb")))]
+mod proptest_support;
 #[cfg(feature = "ravendb")]
 pub mod ravendb;
 

@@ -1524,3 +1524,7 @@ mod tests {
         assert!(matches!(result, Err(RavenDbConfigError::TlsWithoutHttps)));
     }
 }
+
+#[cfg(test)]
+#[path = "ravendb_proptest.rs"]
+mod proptests;

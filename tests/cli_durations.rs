@@ -1,0 +1,175 @@
+//! `distlock run` with huge or garbage durations (`--wait`, `--ttl`,
+//! `--hold-at-least`) on the memory backend: the tool must never panic (exit
+//! code 101); it either runs the command or exits with a message that names
+//! the option or says the duration is wrong.
+//!
+//! Run: `cargo test --features cli --test cli_durations` (no server needed).
+#![cfg(feature = "cli")]
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+/// Runs `distlock run --backend memory:// --key k ARGS -- true`, killing it
+/// (by its PID) if it has not exited after 30 s.
+fn distlock(args: &[String]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distlock"))
+        .args(["run", "--backend", "memory://", "--key", "cli/durations"])
+        .args(args)
+        .args(["--", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run distlock: {e}"));
+    for _ in 0..3000 {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for distlock: {e}"),
+        }
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "distlock {args:?} did not exit within 30 s (pid {})",
+            child.id()
+        );
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("collecting distlock's output: {e}"))
+}
+
+/// No panic; success, or a failure whose message is about the duration.
+fn check(option: &str, value: &str) -> Result<(), String> {
+    let args = [format!("{option}={value}")];
+    let out = distlock(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    if code == Some(101) || stderr.contains("panicked") {
+        return Err(format!(
+            "distlock {args:?} panicked (exit {code:?}):\n{stderr}"
+        ));
+    }
+    let Some(code) = code else {
+        return Err(format!(
+            "distlock {args:?} was killed by a signal:\n{stderr}"
+        ));
+    };
+    if code != 0 {
+        let name = option.trim_start_matches("--");
+        let word = name.split('-').next().unwrap_or(name);
+        let clear = stderr.contains(name) || stderr.contains(word) || stderr.contains("duration");
+        if !clear {
+            return Err(format!(
+                "distlock {args:?} exited {code} without naming {option} or the duration:\n{stderr}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+const HUGE: &[&str] = &[
+    "18446744073709551615s",
+    "18446744073709551616s",
+    "99999999999999999999999s",
+    "9223372036854775807s",
+    "584542046090years 7months 15days 17h 5m 3s 999ms 999us 999ns",
+    "5000000000000s",
+    "213503982334601d",
+    "18446744073709551615ms",
+];
+
+const GARBAGE: &[&str] = &[
+    "",
+    " ",
+    "-1s",
+    "soon",
+    "1e9s",
+    "5",
+    "0x10s",
+    "forever forever",
+    "1.5.5s",
+];
+
+#[test]
+fn huge_and_garbage_waits_do_not_panic() {
+    let failures: Vec<String> = HUGE
+        .iter()
+        .chain(GARBAGE)
+        .filter_map(|value| check("--wait", value).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn huge_and_garbage_ttls_do_not_panic() {
+    let failures: Vec<String> = HUGE
+        .iter()
+        .chain(GARBAGE)
+        .chain(&["0s", "1ms", "29ms"])
+        .filter_map(|value| check("--ttl", value).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn huge_and_garbage_holds_do_not_panic() {
+    let failures: Vec<String> = HUGE
+        .iter()
+        .chain(GARBAGE)
+        .filter_map(|value| check("--hold-at-least", value).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn ordinary_durations_run_the_command() {
+    for args in [
+        vec!["--wait=5s".to_owned(), "--ttl=2s".to_owned()],
+        vec![
+            "--wait=forever".to_owned(),
+            "--hold-at-least=10ms".to_owned(),
+        ],
+        vec!["--wait=0s".to_owned()],
+    ] {
+        let out = distlock(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // And the check can fail: a value clap refuses exits 2, naming the option.
+    let out = distlock(&["--wait=soon".to_owned()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
+}
+
+proptest! {
+    // Each case starts a process: few cases.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_duration_argument_does_not_panic(
+        option in prop::sample::select(vec!["--wait", "--ttl", "--hold-at-least"]),
+        value in prop_oneof![
+            // Seconds past `i64::MAX` overflow an `Instant`; humantime takes up to `u64::MAX`.
+            (
+                prop_oneof![any::<u64>(), (i64::MAX as u64)..=u64::MAX],
+                "(s|s|s|ms|ns|h)",
+            )
+                .prop_map(|(n, u)| format!("{n}{u}")),
+            ("[0-9]{12,24}", "(ns|us|ms|s|m|h|d|w|y|years)").prop_map(|(n, u)| format!("{n}{u}")),
+            "[^\\x00]{0,12}",
+        ],
+    ) {
+        if let Err(failure) = check(option, &value) {
+            prop_assert!(false, "{}", failure);
+        }
+    }
+}
