@@ -402,9 +402,18 @@ impl Observer {
             )
         });
         self.check_key_rule(now);
+        // An operator write landed after this acquisition's own write and
+        // before its answer: the acquirer holds a record that is already gone
+        // (the operator broke the lock) and cannot know yet; it is held to the
+        // key rule (c) instead, like any holder whose key the operator wrote.
+        let overtaken = self
+            .operator_log
+            .iter()
+            .any(|(k, index, _, _)| *k == key && *index > token);
         // b. fencing
         if let Some(last) = self.last_token[key]
             && token <= last
+            && !overtaken
         {
             self.violate(
                 "b fencing",
@@ -433,7 +442,7 @@ impl Observer {
         let mut clash = Vec::new();
         for h in &self.holders {
             if h.key == key && h.ended.is_none() && !h.signal.is_lost() {
-                if self.excused(h, now) {
+                if overtaken || self.excused(h, now) {
                     let who = self.who(h);
                     self.trace.note(|| {
                         format!(
