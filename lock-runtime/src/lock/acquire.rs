@@ -186,16 +186,7 @@ pub(super) async fn acquire(
                     lock.swapped(index);
                     Seen::Ours(index)
                 }
-                Ok(PutOutcome::Conflict { current }) => {
-                    lock.refused();
-                    match classify(current, &lock.record) {
-                        Seen::Ours(index) if !lock.found_ours(index) => {
-                            // Ours, but no write we know of can have made it.
-                            Seen::Ours(0)
-                        }
-                        seen => seen,
-                    }
-                }
+                Ok(PutOutcome::Conflict { current }) => resolve(&lock, current),
                 Err(StoreError::LeaseGone(_)) if lock.session.is_some() => {
                     lock.refused();
                     if let Some(session) = lock.lease_session() {
@@ -207,10 +198,7 @@ pub(super) async fn acquire(
                     lock.answer_lost();
                     tracing::debug!(key, %error, "distlock: write answer lost; reading back");
                     match engine.store().get(key).await {
-                        Ok(found) => match classify(found, &lock.record) {
-                            Seen::Ours(index) if !lock.found_ours(index) => Seen::Ours(0),
-                            seen => seen,
-                        },
+                        Ok(found) => resolve(&lock, found),
                         Err(_) => {
                             if deadline.is_some_and(|d| engine.clock.now() >= d) {
                                 return Err(engine.store_error(key, error));
@@ -302,6 +290,25 @@ pub(super) async fn acquire(
             };
             engine.wait_for_change(key, &entry, wake, attempt).await;
             attempt = attempt.saturating_add(1);
+        }
+    }
+}
+
+/// What a conflict's or read-back's `current` means for this acquisition
+/// (the ambiguity rule, applied to its state). `Ours(0)`: a record of ours
+/// that no known write of ours can have produced (an orphan).
+fn resolve(lock: &Lock, current: Option<Entry>) -> Seen {
+    match classify(current, &lock.record) {
+        Seen::Ours(index) => {
+            if lock.found_ours(index) {
+                Seen::Ours(index)
+            } else {
+                Seen::Ours(0)
+            }
+        }
+        seen => {
+            lock.refused();
+            seen
         }
     }
 }

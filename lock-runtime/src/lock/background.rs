@@ -221,6 +221,17 @@ pub(super) async fn delete_ours(
 /// retries transient failures until it is gone or not ours.
 async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
     let mut attempt: u32 = 0;
+    // A write that was in flight when its future was dropped may still be
+    // applied after our read (the server got it; a read can overtake it):
+    // while that is possible, look again a few times with growing gaps, until
+    // one ttl after that write was sent (after that, others could take the
+    // record over anyway).
+    let recheck_until = if lock.write_may_be_pending() {
+        lock.state().last_send.map(|sent| later(sent, lock.ttl))
+    } else {
+        None
+    };
+    let mut recheck = Duration::from_millis(5);
     loop {
         let outcome = match engine.store().get(&lock.key).await {
             Ok(found) => match classify(found, &lock.record) {
@@ -242,6 +253,14 @@ async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
             Ok(deleted) => {
                 if deleted {
                     engine.events.emit(Event::CleanedUp { key: &lock.key });
+                } else if let Some(until) = recheck_until
+                    && engine.clock.now() < until
+                {
+                    engine.sleep_bounded(recheck, Some(until)).await;
+                    recheck = recheck
+                        .saturating_mul(4)
+                        .min((lock.ttl / 4).max(Duration::from_millis(5)));
+                    continue;
                 }
                 engine.forget(lock);
                 return;
@@ -302,7 +321,6 @@ async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
             }
         }
         Some(Ok(PutOutcome::Conflict { current })) => {
-            lock.refused();
             match classify(current, &lock.record) {
                 Seen::Ours(index) => {
                     // A renewal of ours whose answer was lost did commit.
@@ -311,6 +329,7 @@ async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
                     }
                 }
                 _ => {
+                    lock.refused();
                     lock.mark_lost(LostReason::TakenOver);
                 }
             }

@@ -61,6 +61,8 @@ pub(crate) struct State {
     pub deadline: Instant,
     /// Send time of the write whose answer we are waiting for.
     pub sending: Option<Instant>,
+    /// Send time of the latest write of ours, answered or not.
+    pub last_send: Option<Instant>,
     /// Earliest send time of a write whose answer was lost and which may
     /// still have produced (or later produce) a record of ours.
     pub ambiguous_since: Option<Instant>,
@@ -141,6 +143,7 @@ impl Lock {
                 index: 0,
                 deadline: now,
                 sending: None,
+                last_send: None,
                 ambiguous_since: None,
                 produced_at: now,
                 acquired_at: now,
@@ -177,7 +180,9 @@ impl Lock {
 
     /// A write is about to be sent at `now`.
     pub fn sending(&self, now: Instant) {
-        self.state().sending = Some(now);
+        let mut state = self.state();
+        state.sending = Some(now);
+        state.last_send = Some(now);
     }
 
     /// The write being sent produced `index`: the record there is ours,
@@ -205,13 +210,18 @@ impl Lock {
     }
 
     /// A conflict or read-back showed our record at `index`. Only a write of
-    /// ours whose answer was lost can have produced it, so (deadline rule) it
-    /// counts from the earliest of those sends. Returns false if no such write
-    /// is known: the record is then an orphan, never treated as held.
+    /// ours can have produced it: one whose answer was lost, or the one being
+    /// sent (a backend may replay it on another node and answer with a
+    /// conflict that shows it). So (deadline rule) it counts from the
+    /// earliest of those sends. Returns false if no such write is known: the
+    /// record is then an orphan, never treated as held.
     pub fn found_ours(&self, index: u64) -> bool {
         let mut state = self.state();
-        state.sending = None;
-        let Some(sent) = state.ambiguous_since.take() else {
+        let producer = match (state.ambiguous_since.take(), state.sending.take()) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        };
+        let Some(sent) = producer else {
             state.index = index;
             return false;
         };

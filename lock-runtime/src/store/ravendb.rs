@@ -1309,10 +1309,9 @@ impl CompareExchange for RavenDbStore {
                 // the write decides.
                 Some(None) => match inner.read(&key).await? {
                     Some(Item::Lock(entry)) => {
-                        if entry.record == *record {
-                            // An earlier ambiguous write of ours landed.
-                            return Ok(PutOutcome::Swapped { index: entry.index });
-                        }
+                        // Our own record here (an earlier write whose answer
+                        // was lost) is reported as it is: the lock engine
+                        // decides what it means (its ambiguity rule).
                         return Ok(PutOutcome::Conflict {
                             current: Some(entry),
                         });
@@ -1351,12 +1350,9 @@ impl CompareExchange for RavenDbStore {
                 return Ok(PutOutcome::Swapped { index: new_index });
             }
             match decode_item_or_none(&value, new_index)? {
-                // A replay of our own write (same request id) or an earlier
-                // ambiguous write of this exact record: it is there.
-                Some(Item::Lock(entry)) if entry.record == *record => {
-                    inner.remember(&key, None);
-                    return Ok(PutOutcome::Swapped { index: entry.index });
-                }
+                // Also our own record (a replay of this write on another node,
+                // or an earlier write whose answer was lost): a conflict that
+                // shows it; the engine resolves it.
                 Some(Item::Lock(entry)) => {
                     inner.remember(&key, None);
                     return Ok(PutOutcome::Conflict {
