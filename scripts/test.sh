@@ -15,8 +15,13 @@ bash scripts/ravendb.sh install
 echo "test.sh: dependencies ready in $(( $(date +%s) - started ))s"
 
 cargo fmt --all -- --check
+# The lock engine imports only downward (store, error, options); no import cycle in lock-runtime.
+python3 scripts/check_layers.py
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features
+# Every test with every feature: the backends against real servers, the loopback fault-proxy
+# tests, the deterministic simulation (10,000 seeds; DISTLOCK_SIM_SEEDS=N for more), the
+# stateright model of the protocol, and the property tests.
 cargo test --workspace --all-features
 # The attribute's compile-error tests, with default features (see tests/macro_ui.rs).
 cargo test --test macro_ui
