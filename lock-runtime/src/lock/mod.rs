@@ -282,10 +282,20 @@ impl Engine {
         }
     }
 
-    /// Removes a finished lock from the background task's care.
-    fn forget(&self, lock: &Lock) {
+    /// Removes a finished lock from the background task's care. If a write
+    /// of it may still land (its answer was lost), its lease is retired
+    /// (revoked once idle, so a late record cannot stay on a live lease) and
+    /// the background task looks for a late record of ours for a while.
+    fn forget(self: &Arc<Self>, lock: &Arc<Lock>) {
+        let stray = lock.take_stray();
+        if stray && let Some(session) = lock.lease_session() {
+            session.retire();
+        }
         lock.finish();
         self.work().locks.remove(&lock.id);
+        if stray {
+            self.hand_over(Job::Cleanup(Arc::clone(lock)));
+        }
     }
 
     /// Makes sure the background task wakes by `at`.

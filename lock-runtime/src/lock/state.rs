@@ -63,6 +63,12 @@ pub(crate) struct State {
     pub sending: Option<Instant>,
     /// Send time of the latest write of ours, answered or not.
     pub last_send: Option<Instant>,
+    /// A write of this acquisition lost its answer and was never found to
+    /// be the one that produced our record: it may still land later (a
+    /// put-if-absent, once the key is free again), leaving a stray record.
+    pub stray: bool,
+    /// A cleanup after the lock is done must look for such a late record.
+    pub recheck: bool,
     /// Earliest send time of a write whose answer was lost and which may
     /// still have produced (or later produce) a record of ours.
     pub ambiguous_since: Option<Instant>,
@@ -144,6 +150,8 @@ impl Lock {
                 deadline: now,
                 sending: None,
                 last_send: None,
+                stray: false,
+                recheck: false,
                 ambiguous_since: None,
                 produced_at: now,
                 acquired_at: now,
@@ -206,6 +214,7 @@ impl Lock {
         let mut state = self.state();
         if let Some(sent) = state.sending.take() {
             state.ambiguous_since = Some(state.ambiguous_since.map_or(sent, |a| a.min(sent)));
+            state.stray = true;
         }
     }
 
@@ -246,7 +255,16 @@ impl Lock {
     /// no read-back found it applied).
     pub fn write_may_be_pending(&self) -> bool {
         let state = self.state();
-        state.sending.is_some() || state.ambiguous_since.is_some()
+        state.sending.is_some() || state.ambiguous_since.is_some() || state.stray || state.recheck
+    }
+
+    /// Whether a write of ours may still land after this lock is done; true
+    /// once (the caller then looks after it).
+    pub fn take_stray(&self) -> bool {
+        let mut state = self.state();
+        let stray = std::mem::take(&mut state.stray);
+        state.recheck |= stray;
+        stray
     }
 
     // ---- phases ----
