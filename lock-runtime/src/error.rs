@@ -148,6 +148,11 @@ impl LockError {
         }
     }
 
+    /// Whether the backend could not be reached (retrying later may work).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, LockError::Unavailable { .. })
+    }
+
     /// Whether the lock was simply held by someone else (`Busy` or `Timeout`).
     pub fn is_contention(&self) -> bool {
         matches!(self, LockError::Busy { .. } | LockError::Timeout { .. })

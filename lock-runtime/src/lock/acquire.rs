@@ -27,8 +27,8 @@ use crate::error::{LockError, LostReason};
 use crate::options::{LockOptions, Wait, validate_key};
 use crate::store::{Entry, Expect, PutOutcome, StoreError};
 
-/// How many times in a row a fresh lease may be refused or lost before the
-/// acquisition gives up.
+/// How many fresh sessions in a row may be lost before an acquisition backs
+/// off between them.
 const SESSION_RETRIES: u32 = 3;
 
 /// Hands an abandoned acquisition to the background cleanup if it is dropped
@@ -153,7 +153,22 @@ pub(super) async fn acquire(
             });
         }
         let session = if leased {
-            Some(engine.session(key, options.ttl).await?)
+            match engine.session(key, options.ttl).await {
+                Ok(session) => Some(session),
+                Err(error) if error.is_unavailable() => {
+                    // No lease without the backend: wait and try again, as
+                    // for any write that gets no answer.
+                    if deadline.is_some_and(|d| engine.clock.now() >= d) {
+                        return Err(error);
+                    }
+                    engine
+                        .sleep_bounded(engine.backoff.delay(attempt), deadline)
+                        .await;
+                    attempt = attempt.saturating_add(1);
+                    continue 'fresh;
+                }
+                Err(error) => return Err(error),
+            }
         } else {
             None
         };
@@ -170,16 +185,18 @@ pub(super) async fn acquire(
             if let Some(session) = lock.lease_session()
                 && !session.usable(engine.clock.now())
             {
+                // A fresh session, after a pause if leases keep getting lost.
                 session_failures += 1;
                 if session_failures > SESSION_RETRIES {
-                    return Err(LockError::config(format!(
-                        "the {} backend keeps losing fresh leases for lock `{key}`",
-                        engine.backend
-                    )));
+                    engine
+                        .sleep_bounded(engine.backoff.delay(attempt), deadline)
+                        .await;
+                    attempt = attempt.saturating_add(1);
                 }
                 continue 'fresh;
             }
             lock.sending(engine.clock.now());
+            let mut write_failed = false;
             let lease = lock.lease_session().map(|session| session.lease);
             let seen = match engine.store().put(key, &lock.record, expect, lease).await {
                 Ok(PutOutcome::Swapped { index }) => {
@@ -196,6 +213,7 @@ pub(super) async fn acquire(
                 }
                 Err(error) if error.is_transient() => {
                     lock.answer_lost();
+                    write_failed = true;
                     tracing::debug!(key, %error, "distlock: write answer lost; reading back");
                     match engine.store().get(key).await {
                         Ok(found) => resolve(&lock, found),
@@ -246,10 +264,26 @@ pub(super) async fn acquire(
                     continue 'fresh;
                 }
                 Seen::Absent => {
-                    // Freed between our write and the read: try again at once.
                     expect = Expect::Absent;
                     attempt = attempt.saturating_add(1);
-                    if attempt > 64 {
+                    if write_failed {
+                        // Reads work, writes get no answer: back off, and
+                        // give up when the wait is over.
+                        if deadline.is_some_and(|d| engine.clock.now() >= d) {
+                            return Err(LockError::from_store(
+                                engine.backend,
+                                key,
+                                StoreError::Unavailable {
+                                    endpoint: engine.backend.to_owned(),
+                                    source: "writes to the free key get no answer".into(),
+                                },
+                            ));
+                        }
+                        engine
+                            .sleep_bounded(engine.backoff.delay(attempt), deadline)
+                            .await;
+                    } else if attempt > 64 {
+                        // Freed between our write and the read: try again at once.
                         tokio::task::yield_now().await;
                     }
                     continue;
