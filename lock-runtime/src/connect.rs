@@ -2,6 +2,7 @@
 
 use crate::client::LockClient;
 use crate::error::LockError;
+use crate::store::redact::scheme_of;
 
 impl LockClient {
     /// A client for the backend named by `url`, with default options:
@@ -25,14 +26,21 @@ impl LockClient {
     /// # Ok::<(), lock_runtime::LockError>(())
     /// ```
     pub fn connect(url: &str) -> Result<LockClient, LockError> {
-        let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-        match scheme {
-            "memory" => Ok(LockClient::memory()),
-            "etcd" | "etcds" => connect_etcd(url),
-            "ravendb+http" | "ravendb+https" => connect_ravendb(url),
-            other => Err(LockError::config(format!(
-                "unknown backend scheme {other:?}: use memory://, etcd://, etcds://, \
-                 ravendb+http:// or ravendb+https://"
+        const KNOWN: &str = "use memory://, etcd://, etcds://, ravendb+http:// or ravendb+https://";
+        if url == "memory" {
+            return Ok(LockClient::memory());
+        }
+        match scheme_of(url) {
+            Some("memory") => Ok(LockClient::memory()),
+            Some("etcd" | "etcds") => connect_etcd(url),
+            Some("ravendb+http" | "ravendb+https") => connect_ravendb(url),
+            Some(other) => Err(LockError::config(format!(
+                "unknown backend scheme {other:?}: {KNOWN}"
+            ))),
+            // What stands before a missing "://" may be a user name or a
+            // password: it is not shown.
+            None => Err(LockError::config(format!(
+                "the backend URL does not start with a scheme and \"://\": {KNOWN}"
             ))),
         }
     }
@@ -71,4 +79,41 @@ fn connect_ravendb(_url: &str) -> Result<LockClient, LockError> {
     Err(LockError::config(
         "this build has no RavenDB backend: enable the `ravendb` feature of distlock",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_error(url: &str) -> String {
+        match LockClient::connect(url) {
+            Err(error @ LockError::Config { .. }) => format!("{error} {error:?}"),
+            other => panic!("{url}: expected a Config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn schemes() {
+        for memory in ["memory", "memory://", "memory://x"] {
+            assert!(LockClient::connect(memory).is_ok(), "{memory}");
+        }
+        assert!(config_error("zookeeper://h:1").contains("\"zookeeper\""));
+        assert!(config_error("").contains("memory://"));
+    }
+
+    #[test]
+    fn a_url_without_separator_is_not_shown() {
+        // Regression: the whole URL, password included, was the "unknown scheme".
+        for url in [
+            "etcdA//aaa:A0A00AAA@localhost:22379",
+            "cd//aaaa:A0A00AAA@h:1",
+            "etcd:aaaa:A0A00AAA@h:1",
+            "aaaa:A0A00AAA@h://x",
+            "etcd//aaaa:A0A00AAAh:1",
+        ] {
+            let shown = config_error(url);
+            assert!(!shown.contains("A0A00A"), "{url}: {shown}");
+            assert!(shown.contains("://"), "{url}: {shown}");
+        }
+    }
 }

@@ -50,6 +50,7 @@ use etcd_client::{
 };
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
+use super::redact::{check_host_port, redact_url, scheme_of, split_userinfo};
 use super::{
     BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
     Record, StoreError,
@@ -83,7 +84,8 @@ pub enum EtcdConfigError {
     /// One endpoint is not a usable `http://host:port` / `https://host:port` address.
     #[error("invalid etcd endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint {
-        /// The endpoint as given (never contains credentials: they are not accepted there).
+        /// The endpoint as given, with any `user:password@` replaced by `***@`
+        /// (credentials are not accepted there).
         endpoint: String,
         /// What is wrong with it.
         reason: String,
@@ -342,7 +344,7 @@ fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 /// Checks one endpoint and gives it a scheme matching the TLS setting.
 fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdConfigError> {
     let invalid = |reason: &str| EtcdConfigError::InvalidEndpoint {
-        endpoint: raw.to_owned(),
+        endpoint: redact_url(raw),
         reason: reason.to_owned(),
     };
     let (scheme, rest) = match raw.split_once("://") {
@@ -369,44 +371,17 @@ fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdConfigError> {
     if hostport.contains('/') || hostport.contains('?') || hostport.contains('#') {
         return Err(invalid("an endpoint is host:port, without a path"));
     }
-    check_host_port(hostport).map_err(|reason| invalid(&reason))?;
+    check_host_port(hostport, true).map_err(invalid)?;
     Ok(format!("{scheme}://{hostport}"))
-}
-
-fn check_host_port(hostport: &str) -> Result<(), String> {
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "unclosed '[' in an IPv6 address".to_owned())?;
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| "missing :port after the IPv6 address".to_owned())?;
-        (host, port)
-    } else {
-        hostport
-            .rsplit_once(':')
-            .ok_or_else(|| format!("missing :port in {hostport:?}"))?
-    };
-    if host.is_empty() {
-        return Err(format!("missing host in {hostport:?}"));
-    }
-    if host
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == ',')
-    {
-        return Err(format!("invalid host {host:?}"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("invalid port {port:?} (expected 1-65535)")),
-    }
 }
 
 /// Parses `etcd://[user[:password]@]host:port[,host:port...][/prefix][?options]`
 /// (`etcds://` for TLS; options in [`EtcdStore::builder_from_url`]).
 ///
-/// User and password may be percent-encoded. A non-empty path becomes the key prefix with
-/// a trailing `/` (`/myapp` and `/myapp/` both give `myapp/`).
+/// User and password may be percent-encoded; the password may also hold unencoded `/`, `?`,
+/// `#` or `@`: the userinfo ends at the last `@` (so an `@` in the prefix or an option is
+/// written `%40`). A non-empty path becomes the key prefix with a trailing `/` (`/myapp` and
+/// `/myapp/` both give `myapp/`). No error quotes the userinfo or a host.
 fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
     let invalid = |reason: String| EtcdConfigError::InvalidUrl { reason };
     let (tls, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
@@ -414,13 +389,12 @@ fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
     } else if let Some(rest) = url.strip_prefix("etcds://") {
         (true, rest)
     } else {
-        let scheme = url.split_once("://").map_or("", |(s, _)| s);
-        return Err(invalid(if scheme.is_empty() {
-            "missing scheme".to_owned()
-        } else {
-            format!("unknown scheme {:?}", redact_scheme(scheme))
+        return Err(invalid(match scheme_of(url) {
+            Some(scheme) => format!("unknown scheme {scheme:?}"),
+            None => "missing scheme".to_owned(),
         }));
     };
+    let (userinfo, rest) = split_userinfo(rest);
     if rest.contains('#') {
         return Err(invalid("fragments (#...) are not supported".to_owned()));
     }
@@ -428,13 +402,9 @@ fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
         Some((rest, query)) => (rest, Some(query)),
         None => (rest, None),
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
+    let (hosts, path) = match rest.split_once('/') {
+        Some((hosts, path)) => (hosts, path),
         None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-        None => (None, authority),
     };
     let mut builder = EtcdStoreBuilder::default();
     if tls {
@@ -457,8 +427,10 @@ fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
     if hosts.is_empty() {
         return Err(invalid("no host:port".to_owned()));
     }
-    for hostport in hosts.split(',') {
-        check_host_port(hostport).map_err(invalid)?;
+    let count = hosts.split(',').count();
+    for (i, hostport) in hosts.split(',').enumerate() {
+        check_host_port(hostport, true)
+            .map_err(|reason| invalid(format!("host:port {} of {count}: {reason}", i + 1)))?;
         builder = builder.endpoint(hostport);
     }
     let prefix = percent_decode(path).map_err(|r| invalid(format!("prefix: {r}")))?;
@@ -487,7 +459,7 @@ fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
             other => {
                 return Err(invalid(format!(
                     "unknown option {:?} (known: ca, cert, key, domain, timeout, connect_timeout)",
-                    redact_scheme(other)
+                    bounded(other)
                 )));
             }
         };
@@ -522,9 +494,9 @@ fn parse_millis(value: &str) -> Result<Duration, String> {
     }
 }
 
-/// A scheme is short and has no secrets, but be safe with whatever was passed.
-fn redact_scheme(scheme: &str) -> String {
-    scheme.chars().take(16).collect()
+/// An option name is short, but be safe with whatever was passed.
+fn bounded(name: &str) -> String {
+    name.chars().take(16).collect()
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -619,7 +591,9 @@ impl EtcdStore {
     }
 
     /// A builder from `etcd://[user:password@]host:port[,host:port...][/prefix][?options]`,
-    /// or `etcds://...` for TLS. User and password may be percent-encoded. Options:
+    /// or `etcds://...` for TLS. User and password may be percent-encoded; the userinfo
+    /// ends at the last `@`, so a password may also hold an unencoded `/`, `?`, `#` or `@`,
+    /// and an `@` in the prefix or an option value is written `%40`. Options:
     /// `ca=/path/ca.pem` (required with `etcds://`, or add it on the builder),
     /// `cert=/path/client.pem&key=/path/client.key`, `domain=name`,
     /// `timeout=500ms` (per request), `connect_timeout=2s`.
@@ -1342,13 +1316,43 @@ mod tests {
             "etcd://:hunter2@127.0.0.1:2379",
             "etcd://u:hunter2%zz@127.0.0.1:2379",
             "etcd://127.0.0.1:2379?x=1",
+            // Regression: a '/' or '?' in the password cut it before the '@', and
+            // the port error repeated it.
+            "etcd://a:hunter2/AA0A0AA0@h:1,h:2,h",
+            "etcd://a:hunter2?AA0A0AA0@h:1,h",
+            // Regression: with the '@' deleted, `u:hunter2h:1` was a host.
+            "etcd://u:hunter2h:1",
+            "etcd://u:hunter2h:1,h:2/p",
+            // The '@' typed as ',', '/' or '?': the password is a port.
+            "etcd://u:hunter2,h:1",
+            "etcd://u:hunter2/h:1",
+            "etcd://u:hunter2?h:1",
+            "etcd:/u:hunter2@h://",
         ] {
             match builder_from_url(bad) {
                 Err(e @ EtcdConfigError::InvalidUrl { .. }) => {
-                    assert!(!e.to_string().contains("hunter2"), "{bad}: {e}");
+                    let shown = format!("{e} {e:?}");
+                    assert!(!shown.contains("hunter"), "{bad}: {shown}");
                 }
                 other => panic!("{bad}: expected InvalidUrl, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn unencoded_specials_in_the_password_end_at_the_last_at() {
+        for special in ["/", "?", "#", "@", ":", "/?#@"] {
+            let url = format!("etcd://app:pa{special}ss@h:1,[::1]:2/my/app?timeout=250ms");
+            let store = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(store.endpoints(), ["http://h:1", "http://[::1]:2"], "{url}");
+            assert_eq!(store.prefix(), "my/app/", "{url}");
+            assert_eq!(store.inner.request_timeout, Duration::from_millis(250));
+            let password = store
+                .inner
+                .credentials
+                .as_ref()
+                .map(|c| c.password.0.as_str());
+            assert_eq!(password, Some(format!("pa{special}ss").as_str()), "{url}");
         }
     }
 
@@ -1364,6 +1368,7 @@ mod tests {
             "http://u:p@h:1",
             "http://h:1/x",
             "https://h:1",
+            "http://u:ph:1",
         ] {
             assert!(
                 matches!(
@@ -1387,6 +1392,16 @@ mod tests {
                 .build(),
             Err(EtcdConfigError::Tls { .. })
         ));
+    }
+
+    #[test]
+    fn endpoint_errors_redact_credentials() {
+        match EtcdStore::builder().endpoint("http://u:SECRET@h:1").build() {
+            Err(EtcdConfigError::InvalidEndpoint { endpoint, .. }) => {
+                assert_eq!(endpoint, "http://***@h:1")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub mod memory;
 mod proptest_support;
 #[cfg(feature = "ravendb")]
 pub mod ravendb;
+/// What errors may show of a backend URL (never its userinfo).
+pub(crate) mod redact;
 
 /// A boxed error from a backend's transport or protocol layer.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

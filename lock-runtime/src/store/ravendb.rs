@@ -69,6 +69,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
+use super::redact::{check_host_port, redact_url, split_userinfo};
 use super::{
     Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
     StoreError,
@@ -112,7 +113,7 @@ pub enum RavenDbConfigError {
     /// A node URL is not a usable `http://host:port` / `https://host:port` address.
     #[error("invalid RavenDB node URL {url:?}: {reason}")]
     InvalidNode {
-        /// The URL as given.
+        /// The URL as given, with any `user:password@` replaced by `***@`.
         url: String,
         /// What is wrong with it.
         reason: String,
@@ -344,7 +345,7 @@ impl RavenDbStoreBuilder {
             let is_https = node.starts_with("https://");
             if *https.get_or_insert(is_https) != is_https {
                 return Err(RavenDbConfigError::InvalidNode {
-                    url: url.clone(),
+                    url: redact_url(url),
                     reason: "all nodes must use the same scheme".into(),
                 });
             }
@@ -424,7 +425,7 @@ pub enum ConnectError {
 
 fn parse_node(url: &str) -> Result<String, RavenDbConfigError> {
     let invalid = |reason: &str| RavenDbConfigError::InvalidNode {
-        url: url.to_owned(),
+        url: redact_url(url),
         reason: reason.to_owned(),
     };
     let trimmed = url.trim().trim_end_matches('/');
@@ -603,7 +604,9 @@ impl RavenDbStore {
     }
 
     /// A builder from a URL: `ravendb+http://host:port[,host:port...]/database`
-    /// or `ravendb+https://...` (add TLS material on the builder).
+    /// or `ravendb+https://...` (add TLS material on the builder). A
+    /// `user:password@` is rejected (RavenDB authenticates with client
+    /// certificates), and no error quotes it or a host.
     pub fn builder_from_url(url: &str) -> Result<RavenDbStoreBuilder, RavenDbConfigError> {
         let invalid = |reason: &str| RavenDbConfigError::InvalidUrl {
             reason: reason.to_owned(),
@@ -617,21 +620,43 @@ impl RavenDbStore {
                 "it must start with ravendb+http:// or ravendb+https://",
             ));
         };
+        if let (Some(_), _) = split_userinfo(rest) {
+            return Err(invalid(
+                "credentials in the URL are not used by RavenDB: use a client certificate",
+            ));
+        }
         let (hosts, database) = rest
             .split_once('/')
             .ok_or_else(|| invalid("no database: add /<database> after the hosts"))?;
         if database.is_empty() || database.contains(['/', '?', '#']) {
             return Err(invalid("the path must be exactly one database name"));
         }
+        // Not quoted: with a lost '@', the path may hold a password.
+        if let Err(RavenDbConfigError::InvalidDatabase { reason, .. }) = validate_database(database)
+        {
+            return Err(RavenDbConfigError::InvalidUrl {
+                reason: format!("invalid database name: {reason}"),
+            });
+        }
         if hosts.is_empty() {
             return Err(invalid("no host"));
         }
         let mut builder = RavenDbStore::builder().database(database);
-        for host in hosts.split(',') {
+        let count = hosts.split(',').count();
+        for (i, host) in hosts.split(',').enumerate() {
             if host.is_empty() {
                 return Err(invalid("an empty host in the list"));
             }
-            builder = builder.url(format!("{scheme}://{host}"));
+            // Not quoted: with a lost '@', a host may hold a password.
+            let in_url = |reason: &str| RavenDbConfigError::InvalidUrl {
+                reason: format!("host {} of {count}: {reason}", i + 1),
+            };
+            check_host_port(host, false).map_err(in_url)?;
+            let node = format!("{scheme}://{host}");
+            if let Err(RavenDbConfigError::InvalidNode { reason, .. }) = parse_node(&node) {
+                return Err(in_url(&reason));
+            }
+            builder = builder.url(node);
         }
         Ok(builder)
     }
@@ -1476,8 +1501,49 @@ mod tests {
         }
         assert!(matches!(
             RavenDbStore::from_url("ravendb+http://u:p@h:1/db"),
-            Err(RavenDbConfigError::InvalidNode { .. })
+            Err(RavenDbConfigError::InvalidUrl { .. })
         ));
+    }
+
+    /// Regression: the node URL in `InvalidNode` repeated `user:password@`, and
+    /// a password with a '/' was cut into a host and a database.
+    #[test]
+    fn url_errors_never_show_the_password() {
+        for url in [
+            "ravendb+http://a:AAAAAA00@h:1/A",
+            "ravendb+https://a:AAAAAA00@[::1]:8080/db",
+            "ravendb+http://a:AAAA/AA00@h:1/db",
+            "ravendb+http://a:AAAA?AA00@h:1/db",
+            "ravendb+http://a:AAAA@AA00@h:1/db",
+            // The '@' lost (deleted, or typed as ',' or '/'): no userinfo is
+            // recognised, and the hosts are rejected without being quoted.
+            "ravendb+http://a:AAAAAA00h:1/db",
+            "ravendb+http://a:AAAAAA00,h:1/db",
+            "ravendb+http://a:AAAAAA00raven.local/db",
+            "ravendb+http://a:AAAAAA00/h:1/db",
+            // A '/' typed into the user name and the '@' lost: the database
+            // name holds the password.
+            "ravendb+http://a/aa:AAAAAA00h:1",
+            // Both ':' and '@' lost: a host that the URL parser rejects.
+            "ravendb+http://aAAAAAA00127.0.0.1:8080/db",
+        ] {
+            match RavenDbStore::from_url(url) {
+                Err(error) => {
+                    let shown = format!("{error} {error:?}");
+                    assert!(!shown.contains("AAAA"), "{url}: {shown}");
+                }
+                Ok(store) => panic!("{url}: accepted as {store:?}"),
+            }
+        }
+        // A node URL given on the builder is shown with its userinfo redacted.
+        match RavenDbStore::builder()
+            .url("http://u:SECRET@h:1")
+            .database("d")
+            .build()
+        {
+            Err(RavenDbConfigError::InvalidNode { url, .. }) => assert_eq!(url, "http://***@h:1"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
