@@ -225,6 +225,20 @@ impl Lock {
             state.index = index;
             return false;
         };
+        // A lock already handed out that finds its record at an index it did
+        // not know cannot tell which write of its own produced it: besides the
+        // writes still counted as ambiguous, a write whose answer was lost and
+        // that a later success made look superseded can land whenever the key
+        // is absent (a put-if-absent after an operator delete; RavenDB 4.1
+        // creating a missing key), long after it was sent. Indexes only grow,
+        // so the record was written after the one at `state.index`, whose
+        // write was sent at `produced_at`: count from there (the deadline does
+        // not move; the next renewal, at once, moves it).
+        let sent = if state.phase == Phase::Acquiring {
+            sent
+        } else {
+            sent.min(state.produced_at)
+        };
         self.produced(&mut state, index, sent);
         true
     }
