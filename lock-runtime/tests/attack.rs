@@ -252,3 +252,55 @@ async fn a_stale_put_that_recreates_a_deleted_key_does_not_extend_the_deadline()
         guard.token()
     );
 }
+
+// ---- 2. a late acquiring put lands after release --------------------------------
+
+use lock_runtime::LockError;
+
+/// Release leaves the key. A's acquiring put gets no answer and lands after
+/// A released the lock it got with a retry; nothing looks again
+/// (`State::swapped` forgot the unanswered put, `delete_ours` returns Ok), so
+/// the key holds A's record with nobody holding it.
+async fn late_put_after_release(store: SimStore) -> (Option<Entry>, Result<(), LockError>) {
+    let a_store = Scripted::new(store.clone());
+    let a = client(a_store.clone(), "a");
+    let other = client(store.clone(), "o");
+    let options = LockOptions::default().ttl(ms(1000));
+    // A long-lived lock of A (on lease stores: on the same lease session).
+    let long = a.acquire_with("long", &options).await.or_panic("long");
+    let t0 = Instant::now();
+    a_store.script().late_put = Some(t0 + ms(300));
+    let guard = a.acquire_with("k", &options).await.or_panic("A acquires k");
+    guard.release().await.or_panic("A releases k");
+    assert!(store.entry("k").is_none(), "the release deleted k");
+    // The stale put lands at 300 ms; give the engine half a ttl to notice.
+    sleep_until(t0 + ms(800)).await;
+    let left = store.entry("k").filter(|e| &*e.record.owner == "a");
+    let waited = other
+        .acquire_with("k", &options.clone().wait(Wait::For(ms(3000))))
+        .await
+        .map(drop);
+    drop(long);
+    (left, waited)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_acquiring_put_after_release_does_not_leave_the_key_on_a_cas_store() {
+    let (left, waited) = late_put_after_release(SimStore::cas_only()).await;
+    assert!(
+        left.is_none(),
+        "release() returned Ok, then A's own late put re-created k and nobody removed it: {left:?}"
+    );
+    assert!(waited.is_ok(), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_acquiring_put_after_release_does_not_leave_the_key_on_a_lease_store() {
+    let (left, waited) = late_put_after_release(SimStore::etcd_like()).await;
+    assert!(
+        waited.is_ok(),
+        "k is stuck as long as A's lease session lives (A holds another lock on it): {waited:?}; \
+         k held {left:?}"
+    );
+    assert!(left.is_none(), "k still holds A's record: {left:?}");
+}

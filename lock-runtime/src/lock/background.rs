@@ -136,6 +136,21 @@ async fn run_job(engine: Arc<Engine>, job: Job) {
 }
 
 impl Engine {
+    /// Nothing of ours is at the key any more (released, or someone else's
+    /// now). A write of ours that got no answer may still land there later
+    /// (`State::unanswered`): then look again in the background for a while
+    /// (`cleanup` does, until a ttl after our last write), and on lease
+    /// stores never use that lease again, so it is revoked once idle.
+    pub(super) fn released(self: &Arc<Self>, lock: &Arc<Lock>) {
+        self.forget(lock);
+        if lock.write_may_be_pending() {
+            if let Some(session) = lock.lease_session() {
+                session.retire();
+            }
+            self.hand_over(Job::Cleanup(Arc::clone(lock)));
+        }
+    }
+
     /// Whether a cleanup of `lock` should go on retrying.
     fn keep_trying(&self, lock: &Lock) -> bool {
         if !self.is_closed() {
@@ -173,7 +188,7 @@ pub(super) async fn delete_ours(
                     key: &lock.key,
                     token: lock.token(),
                 });
-                engine.forget(lock);
+                engine.released(lock);
                 return Ok(());
             }
             Ok(DeleteOutcome::Conflict { current }) => classify(current, &lock.record),
@@ -196,13 +211,13 @@ pub(super) async fn delete_ours(
                     key: &lock.key,
                     token: lock.token(),
                 });
-                engine.forget(lock);
+                engine.released(lock);
                 return Ok(());
             }
             Seen::Absent | Seen::Other(_) => {
                 // Someone deleted or took it over before we released it.
                 lock.mark_lost(LostReason::TakenOver);
-                engine.forget(lock);
+                engine.released(lock);
                 return Err(lost_error(lock, LostReason::TakenOver));
             }
         }

@@ -196,7 +196,7 @@ impl Engine {
                 if lock.phase() == state::Phase::Cleanup {
                     self.hand_over(Job::Cleanup(Arc::clone(lock)));
                 } else {
-                    self.forget(lock);
+                    self.released(lock);
                 }
                 Err(lost_error(lock, reason))
             }
@@ -224,7 +224,7 @@ impl Engine {
                 if lock.phase() == state::Phase::Cleanup {
                     self.hand_over(Job::Cleanup(Arc::clone(lock)));
                 } else {
-                    self.forget(lock);
+                    self.released(lock);
                 }
             }
             Release::Now(index) => self.hand_over(Job::Release(Arc::clone(lock), index, false)),

@@ -66,6 +66,11 @@ pub(crate) struct State {
     /// Earliest send time of a write whose answer was lost and which may
     /// still have produced (or later produce) a record of ours.
     pub ambiguous_since: Option<Instant>,
+    /// Some write of this acquisition got no answer. Even once a later
+    /// success made it look superseded, it may still land whenever the key is
+    /// absent (a put-if-absent; on RavenDB 4.1 also a put conditioned on an
+    /// index), e.g. right after our own release.
+    pub unanswered: bool,
     /// The send time of the write that produced `index` (for the token: when
     /// the lock was acquired, which `hold_at_least` counts from).
     pub produced_at: Instant,
@@ -145,6 +150,7 @@ impl Lock {
                 sending: None,
                 last_send: None,
                 ambiguous_since: None,
+                unanswered: false,
                 produced_at: now,
                 acquired_at: now,
                 next_renew: now,
@@ -206,6 +212,7 @@ impl Lock {
         let mut state = self.state();
         if let Some(sent) = state.sending.take() {
             state.ambiguous_since = Some(state.ambiguous_since.map_or(sent, |a| a.min(sent)));
+            state.unanswered = true;
         }
     }
 
@@ -256,11 +263,12 @@ impl Lock {
         state.sending.is_some() || state.ambiguous_since.is_some() || state.index != 0
     }
 
-    /// Whether a write of ours may still apply later (its answer was lost and
-    /// no read-back found it applied).
+    /// Whether a write of ours may still apply later: one is in flight, or one
+    /// got no answer (even if a later success or a read-back made it look
+    /// resolved: see [`State::unanswered`]).
     pub fn write_may_be_pending(&self) -> bool {
         let state = self.state();
-        state.sending.is_some() || state.ambiguous_since.is_some()
+        state.sending.is_some() || state.ambiguous_since.is_some() || state.unanswered
     }
 
     // ---- phases ----
