@@ -397,7 +397,10 @@ async fn watch_loop(engine: Arc<Engine>, lock: Arc<Lock>) {
         }
         match engine.store().get(&lock.key).await {
             Ok(found) => match classify(found, &lock.record) {
-                Seen::Ours(_) => {}
+                // Ours at another index (a late write of ours re-created the
+                // key): watch that index from now on, or the watch of the old
+                // one returns at once, again and again.
+                Seen::Ours(index) => lock.follow(index),
                 Seen::Absent | Seen::Other(_) => {
                     if lock.is_holding() {
                         lock.mark_lost(LostReason::TakenOver);

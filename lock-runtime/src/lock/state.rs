@@ -250,6 +250,14 @@ impl Lock {
         true
     }
 
+    /// The key holds our record at `index`, found by a read that no write of
+    /// ours is waiting for (the held-key watch): follow it. The deadline does
+    /// not move: that record was written after the one we knew (see
+    /// [`Lock::found_ours`]).
+    pub fn follow(&self, index: u64) {
+        self.state().index = index;
+    }
+
     fn produced(&self, state: &mut State, index: u64, sent: Instant) {
         state.index = index;
         state.produced_at = sent;
