@@ -346,3 +346,76 @@ async fn the_held_key_watch_does_not_spin_on_our_record_at_a_new_index() {
     );
     assert!(!guard.is_lost());
 }
+
+// ---- 4. the background task started while a runtime shuts down ---------------
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .or_panic("runtime")
+}
+
+/// Dead client. A runtime shutting down drops its tasks inside its own
+/// context. A dropped acquisition hands its cleanup over and, since the
+/// client's background task is not running yet, `Engine::start_background`
+/// spawns one: `Handle::try_current()` succeeds, the spawn is refused (the
+/// runtime is closed), the future is dropped unpolled, and its `Running`
+/// guard, created inside the future (`background::run`), never clears
+/// `work.running`. The client never starts a background task again: no
+/// renewal, release or cleanup, on any runtime.
+#[test]
+fn a_background_task_refused_by_a_closing_runtime_does_not_kill_the_client() {
+    let store = SimStore::cas_only();
+    let scripted = Scripted::new(store.clone());
+    scripted.script().put_delay = ms(100);
+    let a = client(scripted.clone(), "a");
+    let first = paused_runtime();
+    first.block_on(async {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let _ = a.acquire("k").await;
+        });
+        // The acquisition's put is in flight when the runtime goes.
+        sleep(ms(10)).await;
+    });
+    drop(first);
+    scripted.script().put_delay = Duration::ZERO;
+    let second = paused_runtime();
+    let lost = second.block_on(async {
+        let guard = a
+            .acquire_with("j", &LockOptions::default().ttl(ms(300)))
+            .await
+            .or_panic("acquire j on the second runtime");
+        sleep(ms(2000)).await;
+        guard.is_lost()
+    });
+    assert!(
+        !lost,
+        "a lock held on a live runtime was never renewed: the client has no background task"
+    );
+}
+
+/// The same dead client, reached without any shutdown race: `block_on` of
+/// an acquisition returns before the background task it spawned was ever
+/// polled; dropping that runtime drops the task unpolled.
+#[test]
+fn a_background_task_never_polled_by_its_runtime_does_not_kill_the_client() {
+    let a = client(SimStore::cas_only(), "a");
+    let options = LockOptions::default().ttl(ms(300));
+    let first = paused_runtime();
+    let guard = first.block_on(a.acquire_with("k", &options)).or_panic("k");
+    drop(first);
+    drop(guard);
+    let second = paused_runtime();
+    let lost = second.block_on(async {
+        let guard = a.acquire_with("j", &options).await.or_panic("j");
+        sleep(ms(2000)).await;
+        guard.is_lost()
+    });
+    assert!(
+        !lost,
+        "a lock held on a live runtime was never renewed: the client has no background task"
+    );
+}

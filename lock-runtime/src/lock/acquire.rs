@@ -101,13 +101,12 @@ impl Engine {
         self.sessions().push(Arc::clone(&session));
         // The background task keeps it alive from now on.
         let next = session.timing().next_keep_alive;
-        let mut work = self.work();
-        if !work.running {
-            self.start_background(&mut work);
-            work.wake_at = Some(next);
-            drop(work);
-        } else {
+        let work = self.work();
+        if work.running {
             self.wake_locked(work, next);
+        } else {
+            drop(work);
+            self.start_background(Some(next));
         }
         Ok(used)
     }

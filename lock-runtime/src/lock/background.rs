@@ -28,8 +28,10 @@ use super::{Engine, Job, lost_error};
 use crate::error::{LockError, LostReason};
 use crate::store::{DeleteOutcome, Expect, PutOutcome, StoreError};
 
-/// Clears `running` when the task ends, also when its runtime drops it.
-struct Running(Arc<Engine>);
+/// Clears `running` when the task ends, also when its runtime drops it
+/// (polled or not: made before the task is spawned, see
+/// `Engine::start_background`).
+pub(super) struct Running(pub(super) Arc<Engine>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -39,8 +41,8 @@ impl Drop for Running {
     }
 }
 
-pub(super) async fn run(engine: Arc<Engine>) {
-    let _running = Running(Arc::clone(&engine));
+pub(super) async fn run(running: Running) {
+    let engine = Arc::clone(&running.0);
     loop {
         let now = engine.clock.now();
         let mut next: Option<Instant> = None;
