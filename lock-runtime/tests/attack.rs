@@ -419,3 +419,43 @@ fn a_background_task_never_polled_by_its_runtime_does_not_kill_the_client() {
         "a lock held on a live runtime was never renewed: the client has no background task"
     );
 }
+
+// ---- 5. a guard dropped while no background task runs -----------------------------
+
+/// Stuck key. The runtime that ran the client's background task is gone; a
+/// guard dropped then (outside any runtime) asks `Engine::hand_over` for a
+/// release, which finds no task and no runtime and throws every queued job
+/// away (`work.jobs.clear()`), warning that "the lock is freed when its ttl
+/// runs out". The lock stays in the background task's map in `Releasing`
+/// forever, with its lease session in use: when the client is used again on
+/// another runtime, the new background task keeps that lease alive, so on a
+/// lease store the key is never freed while the client lives.
+#[test]
+fn a_guard_dropped_while_no_background_task_runs_is_released_later() {
+    let store = SimStore::etcd_like();
+    let a = client(store.clone(), "a");
+    let options = LockOptions::default().ttl(ms(1000));
+    let first = paused_runtime();
+    let guard = first.block_on(async {
+        let guard = a.acquire_with("k", &options).await.or_panic("acquire k");
+        // Let the background task start (see test 4 for when it cannot).
+        sleep(ms(1)).await;
+        guard
+    });
+    drop(first);
+    drop(guard); // outside any runtime, and no background task runs
+    let second = paused_runtime();
+    let got = second.block_on(async {
+        let other = client(store.clone(), "o");
+        // A is used again: its background task starts on this runtime.
+        let _j = a.acquire_with("j", &options).await.or_panic("acquire j");
+        other
+            .acquire_with("k", &options.clone().wait(Wait::For(ms(5000))))
+            .await
+            .map(drop)
+    });
+    assert!(
+        got.is_ok(),
+        "k stayed held after its guard was dropped (A keeps its lease alive): {got:?}"
+    );
+}

@@ -233,6 +233,12 @@ impl Engine {
 
     /// Hands `job` to the background task (starting it if we are on a
     /// runtime and it is not running).
+    ///
+    /// Outside a runtime, with no background task running (the runtime that
+    /// ran it is gone), the job stays queued: the task runs it when it starts
+    /// again, the next time the client is used on a runtime. Dropping the job
+    /// instead would leave the lock in the task's map for good, its lease
+    /// session in use and kept alive by that new task: a key never freed.
     fn hand_over(self: &Arc<Self>, job: Job) {
         let key = match &job {
             Job::Release(lock, _, _) | Job::Cleanup(lock) => Arc::clone(&lock.key),
@@ -242,11 +248,11 @@ impl Engine {
         let running = work.running;
         drop(work);
         if !running && !self.start_background(None) {
-            self.work().jobs.clear();
             tracing::warn!(
                 key = %key,
-                "distlock: a lock was released outside a Tokio runtime and the client has no \
-                 background task; the lock is freed when its ttl runs out"
+                "distlock: a lock was released outside a Tokio runtime while the client's \
+                 background task is not running; it is deleted when the client is next used on \
+                 a runtime, and until then freed when its ttl (or lease) runs out"
             );
             return;
         }
