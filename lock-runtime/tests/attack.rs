@@ -459,3 +459,51 @@ fn a_guard_dropped_while_no_background_task_runs_is_released_later() {
         "k stayed held after its guard was dropped (A keeps its lease alive): {got:?}"
     );
 }
+
+// ---- 6. renewal and keep-alive flags left set by a dropped task -------------------
+
+/// Lost for good. `state.renewing` (a lock) and `timing.in_flight` (a lease
+/// session) are set when the background task spawns a renewal or a
+/// keep-alive and cleared only at the end of that task. A runtime that shuts
+/// down while one is in flight drops the task; the flag stays set and the lock
+/// (or every lock on the session) is never renewed again, also after the
+/// background task restarted on another runtime.
+fn renewal_survives_a_runtime_that_dropped_it(store: SimStore) -> bool {
+    let scripted = Scripted::new(store);
+    let a = client(scripted.clone(), "a");
+    let options = LockOptions::default().ttl(ms(1000));
+    let first = paused_runtime();
+    let guard = first.block_on(async {
+        let guard = a.acquire_with("k", &options).await.or_panic("acquire k");
+        // Every request now takes 5 ms: the renewal (or keep-alive) due at
+        // 333 ms is in flight at 335 ms, when this runtime goes.
+        scripted.script().put_delay = ms(5);
+        scripted.script().other_delay = ms(5);
+        sleep(ms(335)).await;
+        guard
+    });
+    drop(first);
+    let second = paused_runtime();
+    second.block_on(async {
+        // The client is used again: its background task restarts here.
+        let _j = a.acquire_with("j", &options).await.or_panic("acquire j");
+        sleep(ms(3000)).await;
+        !guard.is_lost()
+    })
+}
+
+#[test]
+fn a_renewal_dropped_with_its_runtime_does_not_stop_renewals() {
+    assert!(
+        renewal_survives_a_runtime_that_dropped_it(SimStore::cas_only()),
+        "k was lost: its renewal flag stayed set after the renewal task was dropped"
+    );
+}
+
+#[test]
+fn a_keep_alive_dropped_with_its_runtime_does_not_stop_keep_alives() {
+    assert!(
+        renewal_survives_a_runtime_that_dropped_it(SimStore::etcd_like()),
+        "k was lost: its session's keep-alive flag stayed set after the keep-alive task was dropped"
+    );
+}

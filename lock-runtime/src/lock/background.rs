@@ -309,8 +309,29 @@ async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
     }
 }
 
+/// Clears a flag that says "a task of mine is in flight" (`renewing`,
+/// `in_flight`) and wakes the background task when that task ends, also when
+/// its runtime drops it mid-way: a flag left set would stop every later
+/// renewal or keep-alive, on any runtime the background task restarts on.
+struct InFlight<'a> {
+    engine: &'a Engine,
+    clear: &'a (dyn Fn() + Sync),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        (self.clear)();
+        self.engine.wake.notify_one();
+    }
+}
+
 /// One renewal of a lock on a compare-exchange store.
 async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
+    let clear = || lock.state().renewing = false;
+    let _in_flight = InFlight {
+        engine: &engine,
+        clear: &clear,
+    };
     let expected = lock.index();
     let deadline = lock.effective_deadline();
     lock.sending(engine.clock.now());
@@ -364,8 +385,6 @@ async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
             lock.check_lost(engine.clock.now());
         }
     }
-    lock.state().renewing = false;
-    engine.wake.notify_one();
 }
 
 /// Watches a held key on a lease store: deleted or overwritten behind the
@@ -514,6 +533,11 @@ impl Engine {
 }
 
 async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>) {
+    let clear = || session.timing().in_flight = false;
+    let _in_flight = InFlight {
+        engine: &engine,
+        clear: &clear,
+    };
     let sent = engine.clock.now();
     let deadline = session.deadline();
     let retry = (session.ttl / 20).max(Duration::from_millis(5));
@@ -538,5 +562,4 @@ async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>) {
             engine.session_lost(&session, LostReason::RenewalTimedOut);
         }
     }
-    engine.wake.notify_one();
 }
