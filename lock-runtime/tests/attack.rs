@@ -507,3 +507,74 @@ fn a_keep_alive_dropped_with_its_runtime_does_not_stop_keep_alives() {
         "k was lost: its session's keep-alive flag stayed set after the keep-alive task was dropped"
     );
 }
+
+// ---- 7. a conflict that shows nothing: retried at once, forever -------------------
+
+/// A store that answers every put-if-absent with a conflict that shows
+/// nothing (the contract allows `current: None`, "not reported"; the RavenDB
+/// adapter does it when tombstones keep moving) and every read with "absent".
+#[derive(Debug, Default)]
+struct Unreported {
+    puts: AtomicU64,
+}
+
+#[async_trait]
+impl CompareExchange for Unreported {
+    fn backend(&self) -> &'static str {
+        "unreported"
+    }
+
+    async fn get(&self, _key: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(None)
+    }
+
+    async fn put(
+        &self,
+        _key: &str,
+        _record: &Record,
+        _expect: Expect,
+        _lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) >= 1000 {
+            return Err(StoreError::Backend {
+                endpoint: "unreported".into(),
+                source: "put budget spent (the engine is looping)".into(),
+            });
+        }
+        Ok(PutOutcome::Conflict { current: None })
+    }
+
+    async fn delete(&self, _key: &str, _index: u64) -> Result<DeleteOutcome, StoreError> {
+        Ok(DeleteOutcome::Conflict { current: None })
+    }
+}
+
+/// Busy loop, wait ignored. `acquire.rs`, `Seen::Absent`: "freed between our
+/// write and the read: try again at once", with no backoff and no check of
+/// the wait's deadline, so a try-lock (`Wait::Never`) against such a store
+/// retries without end (only `yield_now` after 64 tries).
+#[tokio::test(start_paused = true)]
+async fn a_try_lock_against_unreported_conflicts_gives_up() {
+    let store = Arc::new(Unreported::default());
+    let a = client(Arc::clone(&store), "a");
+    let started = Instant::now();
+    let result = a.try_acquire("k").await;
+    let puts = store.puts.load(Ordering::SeqCst);
+    assert!(
+        puts <= 8,
+        "a try-lock sent {puts} puts in {:?} and ended with {result:?}",
+        Instant::now() - started
+    );
+    assert!(
+        matches!(result, Ok(None) | Err(LockError::Busy { .. })),
+        "{result:?}"
+    );
+    let waited = a
+        .acquire_with("k", &LockOptions::default().wait(Wait::For(ms(500))))
+        .await;
+    let puts = store.puts.load(Ordering::SeqCst);
+    assert!(
+        puts < 200 && matches!(waited, Err(LockError::Timeout { .. })),
+        "a 500 ms wait sent {puts} puts in total and ended with {waited:?}"
+    );
+}

@@ -136,6 +136,8 @@ pub(super) async fn acquire(
     let mut session_failures = 0;
     let mut contended = false;
     let mut attempt: u32 = 0;
+    // Answers in a row that showed the key neither ours nor someone else's.
+    let mut unreported: u32 = 0;
     let mut fresh_starts: u32 = 0;
     'fresh: loop {
         fresh_starts += 1;
@@ -245,15 +247,35 @@ pub(super) async fn acquire(
                     continue 'fresh;
                 }
                 Seen::Absent => {
-                    // Freed between our write and the read: try again at once.
+                    // Freed between our write and the read: try again at
+                    // once. Seen again (a backend whose conflicts do not say
+                    // what the key holds, which the contract allows): back
+                    // off, and not past the wait.
                     expect = Expect::Absent;
+                    takeover = false;
                     attempt = attempt.saturating_add(1);
-                    if attempt > 64 {
-                        tokio::task::yield_now().await;
+                    unreported = unreported.saturating_add(1);
+                    if unreported > 1 {
+                        let now = engine.clock.now();
+                        if let Some(d) = deadline
+                            && now >= d
+                        {
+                            return Err(unreported_error(
+                                key,
+                                options.wait,
+                                now.saturating_duration_since(started),
+                            ));
+                        }
+                        engine
+                            .sleep_bounded(engine.backoff.delay(attempt), deadline)
+                            .await;
                     }
                     continue;
                 }
-                Seen::Other(entry) => entry,
+                Seen::Other(entry) => {
+                    unreported = 0;
+                    entry
+                }
             };
             if !contended {
                 contended = true;
@@ -313,7 +335,21 @@ fn resolve(lock: &Lock, current: Option<Entry>) -> Seen {
 }
 
 fn contention_error(key: &str, entry: &Entry, wait: Wait, waited: Duration) -> LockError {
-    let holder = entry.record.owner.to_string();
+    busy_or_timeout(key, entry.record.owner.to_string(), wait, waited)
+}
+
+/// The wait ran out while the backend kept refusing our writes without saying
+/// what the key holds.
+fn unreported_error(key: &str, wait: Wait, waited: Duration) -> LockError {
+    busy_or_timeout(
+        key,
+        "unknown: the backend refused the write without saying who holds the key".to_owned(),
+        wait,
+        waited,
+    )
+}
+
+fn busy_or_timeout(key: &str, holder: String, wait: Wait, waited: Duration) -> LockError {
     if wait == Wait::Never {
         LockError::Busy {
             key: key.to_owned(),
