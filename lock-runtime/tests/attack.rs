@@ -578,3 +578,39 @@ async fn a_try_lock_against_unreported_conflicts_gives_up() {
         "a 500 ms wait sent {puts} puts in total and ended with {waited:?}"
     );
 }
+
+// ---- 8. a renewal answered after the release marks a released lock lost ------------
+
+/// Spurious loss. A renewal in flight when the lock is released reaches the
+/// store after the delete; its conflict (the key is gone) makes
+/// `background::renew_once` mark the lock lost, although `release()` returned
+/// Ok: the lost signal fires for a lock that was released cleanly ("never, if
+/// it is released first"), and the client counts a lost lock.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_answered_after_release_does_not_mark_the_lock_lost() {
+    let store = SimStore::cas_only();
+    let scripted = Scripted::new(store.clone());
+    {
+        let mut script = scripted.script();
+        script.put_delay = ms(20);
+        script.delete_delay = ms(1);
+    }
+    let a = client(scripted, "a");
+    let t0 = Instant::now();
+    let guard = a
+        .acquire_with("k", &LockOptions::default().ttl(ms(300)))
+        .await
+        .or_panic("acquire");
+    let signal = guard.lost_signal();
+    // The renewal is sent at 100 ms and lands at 120 ms; release at 101 ms.
+    sleep_until(t0 + ms(101)).await;
+    guard.release().await.or_panic("release");
+    assert!(store.entry("k").is_none());
+    sleep(ms(500)).await;
+    assert_eq!(
+        signal.reason(),
+        None,
+        "the lost signal of a cleanly released lock fired"
+    );
+    assert_eq!(a.stats().lost, 0, "a cleanly released lock counted as lost");
+}

@@ -368,7 +368,12 @@ async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
                 }
                 _ => {
                     lock.refused();
-                    lock.mark_lost(LostReason::TakenOver);
+                    // Once released, a renewal that was in flight finds the
+                    // key deleted by our own release: not a loss. (A release
+                    // under way learns of a takeover itself.)
+                    if lock.is_holding() {
+                        lock.mark_lost(LostReason::TakenOver);
+                    }
                 }
             }
         }
