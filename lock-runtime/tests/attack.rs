@@ -614,3 +614,42 @@ async fn a_renewal_answered_after_release_does_not_mark_the_lock_lost() {
     );
     assert_eq!(a.stats().lost, 0, "a cleanly released lock counted as lost");
 }
+
+// ---- 9. a lease grant that fails once fails the whole wait -----------------------
+
+/// Wait not honoured. On a lease store an acquisition first needs a lease;
+/// `acquire.rs` returns the grant's error at once (`engine.session(..).await?`),
+/// whatever the wait, while a write that fails the same way is read back and
+/// retried until the wait runs out. One lost grant (a leader election, a
+/// short partition) fails an acquisition that was allowed to wait 2 s.
+#[tokio::test(start_paused = true)]
+async fn a_lease_grant_that_fails_transiently_is_retried_within_the_wait() {
+    let store = SimStore::etcd_like();
+    let scripted = Scripted::new(store);
+    scripted.script().cut = true;
+    let a = client(scripted.clone(), "a");
+    tokio::spawn({
+        let scripted = scripted.clone();
+        async move {
+            sleep(ms(200)).await;
+            scripted.script().cut = false;
+        }
+    });
+    let options = LockOptions::default()
+        .ttl(ms(1000))
+        .wait(Wait::For(ms(2000)));
+    let got = a.acquire_with("k", &options).await;
+    assert!(
+        got.is_ok(),
+        "a 2 s wait failed on a grant lost during a 200 ms outage: {got:?}"
+    );
+    // Without a wait, the error is still reported at once.
+    scripted.script().cut = true;
+    let never = a
+        .acquire_with("j", &options.clone().ttl(ms(2000)).wait(Wait::Never))
+        .await;
+    assert!(
+        matches!(never, Err(LockError::Unavailable { .. })),
+        "{never:?}"
+    );
+}

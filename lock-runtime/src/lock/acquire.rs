@@ -154,7 +154,23 @@ pub(super) async fn acquire(
             });
         }
         let session = if leased {
-            Some(engine.session(key, options.ttl).await?)
+            Some(loop {
+                match engine.session(key, options.ttl).await {
+                    Ok(used) => break used,
+                    // A grant that failed transiently (an election, a
+                    // partition) is retried within the wait, like a write.
+                    Err(error @ LockError::Unavailable { .. })
+                        if deadline.is_none_or(|d| engine.clock.now() < d) =>
+                    {
+                        tracing::debug!(key, %error, "distlock: lease grant failed; retrying");
+                        engine
+                            .sleep_bounded(engine.backoff.delay(attempt), deadline)
+                            .await;
+                        attempt = attempt.saturating_add(1);
+                    }
+                    Err(error) => return Err(error),
+                }
+            })
         } else {
             None
         };
