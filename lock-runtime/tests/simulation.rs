@@ -53,7 +53,15 @@
 //! - e. leases: on lease stores, after every client was idle for 3 x the
 //!   longest server lease, no lease is left;
 //! - f. no panic (a panic hook counts panics on this thread, spawned tasks
-//!   included, and `catch_unwind` catches the rest).
+//!   included, and `catch_unwind` catches the rest);
+//! - h. a lost signal never fires for a lock whose `release()` returned Ok
+//!   (without `hold_at_least`).
+//!
+//! Half the seeds run an extended scenario (drawn last, so the other half
+//! runs exactly as before these were added): ttls down to the 30 ms minimum,
+//! 2 to 6 keys, guards also dropped on a thread outside any runtime, and in a
+//! third of them stop-the-world pauses of every client (links paused, the
+//! clock jumping ahead with no task running; the server's clock runs on).
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -75,6 +83,8 @@ const MIN_RATE: f64 = 0.96;
 const MAX_RATE: f64 = 1.04;
 /// The ttls a scenario picks three from.
 const TTLS_MS: [u64; 7] = [300, 500, 800, 1000, 1500, 2000, 3000];
+/// The ttls an extended scenario picks three from (down to the minimum).
+const EXTENDED_TTLS_MS: [u64; 9] = [30, 45, 60, 100, 200, 300, 800, 1500, 3000];
 /// How long the clients run before the end phase.
 const RUN_FOR: Duration = Duration::from_secs(6);
 /// Slack on the liveness bounds (timer granularity, scheduling).
@@ -96,6 +106,13 @@ struct Scenario {
     net: NetConfig,
     faults: &'static str,
     operator: bool,
+    /// Extended scenario (half the seeds; drawn last, so the other seeds run
+    /// as before): ttls down to the 30 ms minimum, 2 to 6 keys, guards also
+    /// dropped on a thread outside any runtime, and (`world_pauses`) pauses
+    /// of the whole client side: no client task and no message runs while the
+    /// clock jumps ahead (a stop-the-world pause of the process).
+    extended: bool,
+    world_pauses: bool,
 }
 
 impl Scenario {
@@ -161,7 +178,27 @@ impl Scenario {
             net,
             faults,
             operator: rng.u32(0..10) < 3,
+            extended: false,
+            world_pauses: false,
         }
+        .extend(&mut rng)
+    }
+
+    /// The extended scenario's draws, after every other draw of the seed.
+    fn extend(mut self, rng: &mut fastrand::Rng) -> Scenario {
+        if rng.u32(0..2) == 0 {
+            return self;
+        }
+        self.extended = true;
+        self.keys = (0..rng.usize(2..=6))
+            .map(|i| Arc::from(format!("k{i}")))
+            .collect();
+        let mut pool = EXTENDED_TTLS_MS.to_vec();
+        rng.shuffle(&mut pool);
+        self.ttls = pool[..3].iter().map(|&ms| ms_(ms)).collect();
+        self.ttls.sort();
+        self.world_pauses = rng.u32(0..3) == 0;
+        self
     }
 
     fn max_ttl(&self) -> Duration {
@@ -215,6 +252,9 @@ struct Holder {
     how: &'static str,
     /// How its end went: `release()` returned ok / an error, or was cancelled.
     release: Option<String>,
+    /// Acquired with `hold_at_least` (a release returns at once, the lock is
+    /// kept and may still be lost).
+    hold: bool,
     obligations: Vec<Obligation>,
 }
 
@@ -369,6 +409,30 @@ impl Observer {
             .collect()
     }
 
+    /// h. A lost signal never fires for a lock whose `release()` returned Ok
+    /// (unless it had `hold_at_least`: that release returns before the lock
+    /// is deleted, and the lock may still be lost meanwhile).
+    fn check_released(&mut self) {
+        let found: Vec<(usize, String)> = self
+            .holders
+            .iter()
+            .filter(|h| !h.hold && h.release.as_deref() == Some("release() ok"))
+            .filter_map(|h| {
+                let reason = h.signal.reason()?;
+                Some((
+                    h.key,
+                    format!(
+                        "{}: its lost signal fired ({reason:?}) after release() returned Ok",
+                        self.who(h)
+                    ),
+                ))
+            })
+            .collect();
+        for (key, text) in found {
+            self.violate("h lost after release", Some(key), text);
+        }
+    }
+
     /// Whether `h` is excused from exclusion now: an operator wrote its key
     /// and its detection window is still open.
     fn excused(&self, h: &Holder, now: Instant) -> bool {
@@ -499,6 +563,7 @@ impl Observer {
             end: "still held",
             how,
             release: None,
+            hold: false,
             // An operator write that landed after the holder's own write but
             // before its answer arrived: the holder cannot know of it yet, so
             // its detection window runs from the operator's write.
@@ -661,6 +726,7 @@ fn track(
         options.renew,
         how,
     );
+    obs(o).holders[id].hold = options.hold_at_least.is_some();
     let watcher = Arc::clone(o);
     tokio::spawn(async move {
         signal.lost().await;
@@ -868,10 +934,29 @@ impl Me {
                 obs(&self.ctx.obs).release_outcome(id, outcome);
             }
             _ => {
-                self.note(|| format!("drop guard {name} token {}", guard.token()));
+                // Extended scenarios: also drop it on a thread outside any
+                // runtime (joined at once, so the run stays deterministic).
+                let elsewhere = self.ctx.sc.extended && self.rng.u32(0..3) == 0;
+                self.note(|| {
+                    format!(
+                        "drop guard {name} token {}{}",
+                        guard.token(),
+                        if elsewhere {
+                            " outside the runtime"
+                        } else {
+                            ""
+                        }
+                    )
+                });
                 mark.how = "guard dropped";
                 drop(mark);
-                drop(guard);
+                if elsewhere {
+                    std::thread::scope(|scope| {
+                        scope.spawn(move || drop(guard));
+                    });
+                } else {
+                    drop(guard);
+                }
             }
         }
     }
@@ -936,6 +1021,28 @@ impl Me {
         if let Some(id) = holder {
             obs(&self.ctx.obs).release_outcome(id, outcome);
         }
+    }
+}
+
+/// Stop-the-world pauses of the whole client side (extended scenarios): every
+/// client's link is paused for the length of the pause (nothing travels), and
+/// the clock jumps ahead with no task running in between, as when the process
+/// is stopped (GC, VM migration, SIGSTOP). The server's own clock runs on:
+/// leases expire meanwhile.
+async fn world_pauses(ctx: Arc<Ctx>, net: SimNet, until: Instant, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5709_7e30_a115);
+    let longest = ctx.sc.max_ttl() * 2;
+    loop {
+        sleep(dur(&mut rng, ms_(300), ms_(3000))).await;
+        if Instant::now() >= until {
+            return;
+        }
+        let len = dur(&mut rng, ms_(10), longest);
+        for client in 0..CLIENTS {
+            net.pause(client, len);
+        }
+        ctx.trace.note(|| format!("WORLD PAUSE {len:?}"));
+        tokio::time::advance(len).await;
     }
 }
 
@@ -1076,6 +1183,14 @@ async fn scenario(sc: Scenario, trace: Trace) -> Vec<Violation> {
         tasks.push(tokio::spawn(me.run()));
     }
     let end = start + RUN_FOR;
+    if sc.world_pauses {
+        tasks.push(tokio::spawn(world_pauses(
+            Arc::clone(&ctx),
+            net.clone(),
+            end - ms_(500),
+            sc.seed,
+        )));
+    }
     if sc.operator {
         tasks.push(tokio::spawn(operator(
             Arc::clone(&ctx),
@@ -1103,6 +1218,7 @@ async fn scenario(sc: Scenario, trace: Trace) -> Vec<Violation> {
     )
     .await;
     obs(&observer).check_key_rule(Instant::now());
+    obs(&observer).check_released();
     for (i, task) in tasks.into_iter().enumerate() {
         if let Err(error) = task.await
             && error.is_panic()

@@ -101,13 +101,12 @@ impl Engine {
         self.sessions().push(Arc::clone(&session));
         // The background task keeps it alive from now on.
         let next = session.timing().next_keep_alive;
-        let mut work = self.work();
-        if !work.running {
-            self.start_background(&mut work);
-            work.wake_at = Some(next);
-            drop(work);
-        } else {
+        let work = self.work();
+        if work.running {
             self.wake_locked(work, next);
+        } else {
+            drop(work);
+            self.start_background(Some(next));
         }
         Ok(used)
     }
@@ -137,6 +136,8 @@ pub(super) async fn acquire(
     let mut session_failures = 0;
     let mut contended = false;
     let mut attempt: u32 = 0;
+    // Answers in a row that showed the key neither ours nor someone else's.
+    let mut unreported: u32 = 0;
     let mut fresh_starts: u32 = 0;
     'fresh: loop {
         fresh_starts += 1;
@@ -196,7 +197,6 @@ pub(super) async fn acquire(
                 continue 'fresh;
             }
             lock.sending(engine.clock.now());
-            let mut write_failed = false;
             let lease = lock.lease_session().map(|session| session.lease);
             let seen = match engine.store().put(key, &lock.record, expect, lease).await {
                 Ok(PutOutcome::Swapped { index }) => {
@@ -213,7 +213,6 @@ pub(super) async fn acquire(
                 }
                 Err(error) if error.is_transient() => {
                     lock.answer_lost();
-                    write_failed = true;
                     tracing::debug!(key, %error, "distlock: write answer lost; reading back");
                     match engine.store().get(key).await {
                         Ok(found) => resolve(&lock, found),
@@ -264,31 +263,35 @@ pub(super) async fn acquire(
                     continue 'fresh;
                 }
                 Seen::Absent => {
+                    // Freed between our write and the read: try again at
+                    // once. Seen again (a backend whose conflicts do not say
+                    // what the key holds, which the contract allows): back
+                    // off, and not past the wait.
                     expect = Expect::Absent;
+                    takeover = false;
                     attempt = attempt.saturating_add(1);
-                    if write_failed {
-                        // Reads work, writes get no answer: back off, and
-                        // give up when the wait is over.
-                        if deadline.is_some_and(|d| engine.clock.now() >= d) {
-                            return Err(LockError::from_store(
-                                engine.backend,
+                    unreported = unreported.saturating_add(1);
+                    if unreported > 1 {
+                        let now = engine.clock.now();
+                        if let Some(d) = deadline
+                            && now >= d
+                        {
+                            return Err(unreported_error(
                                 key,
-                                StoreError::Unavailable {
-                                    endpoint: engine.backend.to_owned(),
-                                    source: "writes to the free key get no answer".into(),
-                                },
+                                options.wait,
+                                now.saturating_duration_since(started),
                             ));
                         }
                         engine
                             .sleep_bounded(engine.backoff.delay(attempt), deadline)
                             .await;
-                    } else if attempt > 64 {
-                        // Freed between our write and the read: try again at once.
-                        tokio::task::yield_now().await;
                     }
                     continue;
                 }
-                Seen::Other(entry) => entry,
+                Seen::Other(entry) => {
+                    unreported = 0;
+                    entry
+                }
             };
             if !contended {
                 contended = true;
@@ -348,7 +351,21 @@ fn resolve(lock: &Lock, current: Option<Entry>) -> Seen {
 }
 
 fn contention_error(key: &str, entry: &Entry, wait: Wait, waited: Duration) -> LockError {
-    let holder = entry.record.owner.to_string();
+    busy_or_timeout(key, entry.record.owner.to_string(), wait, waited)
+}
+
+/// The wait ran out while the backend kept refusing our writes without saying
+/// what the key holds.
+fn unreported_error(key: &str, wait: Wait, waited: Duration) -> LockError {
+    busy_or_timeout(
+        key,
+        "unknown: the backend refused the write without saying who holds the key".to_owned(),
+        wait,
+        waited,
+    )
+}
+
+fn busy_or_timeout(key: &str, holder: String, wait: Wait, waited: Duration) -> LockError {
     if wait == Wait::Never {
         LockError::Busy {
             key: key.to_owned(),

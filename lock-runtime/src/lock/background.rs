@@ -28,8 +28,10 @@ use super::{Engine, Job, lost_error};
 use crate::error::{LockError, LostReason};
 use crate::store::{DeleteOutcome, Expect, PutOutcome, StoreError};
 
-/// Clears `running` when the task ends, also when its runtime drops it.
-struct Running(Arc<Engine>);
+/// Clears `running` when the task ends, also when its runtime drops it
+/// (polled or not: made before the task is spawned, see
+/// `Engine::start_background`).
+pub(super) struct Running(pub(super) Arc<Engine>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -39,8 +41,8 @@ impl Drop for Running {
     }
 }
 
-pub(super) async fn run(engine: Arc<Engine>) {
-    let _running = Running(Arc::clone(&engine));
+pub(super) async fn run(running: Running) {
+    let engine = Arc::clone(&running.0);
     loop {
         let now = engine.clock.now();
         let mut next: Option<Instant> = None;
@@ -136,6 +138,16 @@ async fn run_job(engine: Arc<Engine>, job: Job) {
 }
 
 impl Engine {
+    /// Nothing of ours is at the key any more (released, or someone else's
+    /// now). A write of ours that got no answer may still land there later
+    /// (`State::stray`): then look again in the background for a while
+    /// (`cleanup` does, until a ttl after our last write), and on lease
+    /// stores never use that lease again, so it is revoked once idle.
+    pub(super) fn released(self: &Arc<Self>, lock: &Arc<Lock>) {
+        // `forget` retires the lease and hands the late-record search over.
+        self.forget(lock);
+    }
+
     /// Whether a cleanup of `lock` should go on retrying.
     fn keep_trying(&self, lock: &Lock) -> bool {
         if !self.is_closed() {
@@ -173,7 +185,7 @@ pub(super) async fn delete_ours(
                     key: &lock.key,
                     token: lock.token(),
                 });
-                engine.forget(lock);
+                engine.released(lock);
                 return Ok(());
             }
             Ok(DeleteOutcome::Conflict { current }) => classify(current, &lock.record),
@@ -196,13 +208,13 @@ pub(super) async fn delete_ours(
                     key: &lock.key,
                     token: lock.token(),
                 });
-                engine.forget(lock);
+                engine.released(lock);
                 return Ok(());
             }
             Seen::Absent | Seen::Other(_) => {
                 // Someone deleted or took it over before we released it.
                 lock.mark_lost(LostReason::TakenOver);
-                engine.forget(lock);
+                engine.released(lock);
                 return Err(lost_error(lock, LostReason::TakenOver));
             }
         }
@@ -292,8 +304,29 @@ async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
     }
 }
 
+/// Clears a flag that says "a task of mine is in flight" (`renewing`,
+/// `in_flight`) and wakes the background task when that task ends, also when
+/// its runtime drops it mid-way: a flag left set would stop every later
+/// renewal or keep-alive, on any runtime the background task restarts on.
+struct InFlight<'a> {
+    engine: &'a Engine,
+    clear: &'a (dyn Fn() + Sync),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        (self.clear)();
+        self.engine.wake.notify_one();
+    }
+}
+
 /// One renewal of a lock on a compare-exchange store.
 async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
+    let clear = || lock.state().renewing = false;
+    let _in_flight = InFlight {
+        engine: &engine,
+        clear: &clear,
+    };
     let expected = lock.index();
     let deadline = lock.effective_deadline();
     lock.sending(engine.clock.now());
@@ -330,7 +363,12 @@ async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
                 }
                 _ => {
                     lock.refused();
-                    lock.mark_lost(LostReason::TakenOver);
+                    // Once released, a renewal that was in flight finds the
+                    // key deleted by our own release: not a loss. (A release
+                    // under way learns of a takeover itself.)
+                    if lock.is_holding() {
+                        lock.mark_lost(LostReason::TakenOver);
+                    }
                 }
             }
         }
@@ -347,8 +385,6 @@ async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
             lock.check_lost(engine.clock.now());
         }
     }
-    lock.state().renewing = false;
-    engine.wake.notify_one();
 }
 
 /// Watches a held key on a lease store: deleted or overwritten behind the
@@ -382,7 +418,10 @@ async fn watch_loop(engine: Arc<Engine>, lock: Arc<Lock>) {
         }
         match engine.store().get(&lock.key).await {
             Ok(found) => match classify(found, &lock.record) {
-                Seen::Ours(_) => {}
+                // Ours at another index (a late write of ours re-created the
+                // key): watch that index from now on, or the watch of the old
+                // one returns at once, again and again.
+                Seen::Ours(index) => lock.follow(index),
                 Seen::Absent | Seen::Other(_) => {
                     if lock.is_holding() {
                         lock.mark_lost(LostReason::TakenOver);
@@ -494,6 +533,11 @@ impl Engine {
 }
 
 async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>) {
+    let clear = || session.timing().in_flight = false;
+    let _in_flight = InFlight {
+        engine: &engine,
+        clear: &clear,
+    };
     let sent = engine.clock.now();
     let deadline = session.deadline();
     let retry = (session.ttl / 20).max(Duration::from_millis(5));
@@ -518,5 +562,4 @@ async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>) {
             engine.session_lost(&session, LostReason::RenewalTimedOut);
         }
     }
-    engine.wake.notify_one();
 }

@@ -196,7 +196,7 @@ impl Engine {
                 if lock.phase() == state::Phase::Cleanup {
                     self.hand_over(Job::Cleanup(Arc::clone(lock)));
                 } else {
-                    self.forget(lock);
+                    self.released(lock);
                 }
                 Err(lost_error(lock, reason))
             }
@@ -224,7 +224,7 @@ impl Engine {
                 if lock.phase() == state::Phase::Cleanup {
                     self.hand_over(Job::Cleanup(Arc::clone(lock)));
                 } else {
-                    self.forget(lock);
+                    self.released(lock);
                 }
             }
             Release::Now(index) => self.hand_over(Job::Release(Arc::clone(lock), index, false)),
@@ -233,34 +233,55 @@ impl Engine {
 
     /// Hands `job` to the background task (starting it if we are on a
     /// runtime and it is not running).
+    ///
+    /// Outside a runtime, with no background task running (the runtime that
+    /// ran it is gone), the job stays queued: the task runs it when it starts
+    /// again, the next time the client is used on a runtime. Dropping the job
+    /// instead would leave the lock in the task's map for good, its lease
+    /// session in use and kept alive by that new task: a key never freed.
     fn hand_over(self: &Arc<Self>, job: Job) {
         let key = match &job {
             Job::Release(lock, _, _) | Job::Cleanup(lock) => Arc::clone(&lock.key),
         };
         let mut work = self.work();
         work.jobs.push_back(job);
-        if !work.running && !self.start_background(&mut work) {
-            work.jobs.clear();
-            drop(work);
+        let running = work.running;
+        drop(work);
+        if !running && !self.start_background(None) {
             tracing::warn!(
                 key = %key,
-                "distlock: a lock was released outside a Tokio runtime and the client has no \
-                 background task; the lock is freed when its ttl runs out"
+                "distlock: a lock was released outside a Tokio runtime while the client's \
+                 background task is not running; it is deleted when the client is next used on \
+                 a runtime, and until then freed when its ttl (or lease) runs out"
             );
             return;
         }
-        drop(work);
         self.wake.notify_one();
     }
 
-    /// Starts the background task on the current runtime, if there is one.
-    fn start_background(self: &Arc<Self>, work: &mut Work) -> bool {
+    /// Starts the background task on the current runtime unless it runs;
+    /// returns whether it runs (false: it does not, and we are on no runtime).
+    ///
+    /// Never called with `work` locked: its `Running` guard (which clears
+    /// `work.running`) is made here, outside the task's future, so that it
+    /// is dropped also when the task never runs (a runtime that is shutting
+    /// down drops a task spawned onto it at once, inside `spawn`; a runtime
+    /// dropped before it polled the task drops it unpolled). Otherwise
+    /// `running` would stay set and the client would never start the task
+    /// again.
+    fn start_background(self: &Arc<Self>, wake_at: Option<Instant>) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return false;
+            return self.work().running;
         };
-        work.running = true;
-        work.wake_at = None;
-        runtime.spawn(background::run(Arc::clone(self)));
+        {
+            let mut work = self.work();
+            if work.running {
+                return true;
+            }
+            work.running = true;
+            work.wake_at = wake_at;
+        }
+        runtime.spawn(background::run(background::Running(Arc::clone(self))));
         true
     }
 
@@ -274,11 +295,11 @@ impl Engine {
         };
         let mut work = self.work();
         work.locks.insert(lock.id, Arc::clone(lock));
-        if !work.running {
-            self.start_background(&mut work);
-            work.wake_at = Some(wake_at);
-        } else {
+        if work.running {
             self.wake_locked(work, wake_at);
+        } else {
+            drop(work);
+            self.start_background(Some(wake_at));
         }
     }
 

@@ -234,8 +234,30 @@ impl Lock {
             state.index = index;
             return false;
         };
+        // A lock already handed out that finds its record at an index it did
+        // not know cannot tell which write of its own produced it: besides the
+        // writes still counted as ambiguous, a write whose answer was lost and
+        // that a later success made look superseded can land whenever the key
+        // is absent (a put-if-absent after an operator delete; RavenDB 4.1
+        // creating a missing key), long after it was sent. Indexes only grow,
+        // so the record was written after the one at `state.index`, whose
+        // write was sent at `produced_at`: count from there (the deadline does
+        // not move; the next renewal, at once, moves it).
+        let sent = if state.phase == Phase::Acquiring {
+            sent
+        } else {
+            sent.min(state.produced_at)
+        };
         self.produced(&mut state, index, sent);
         true
+    }
+
+    /// The key holds our record at `index`, found by a read that no write of
+    /// ours is waiting for (the held-key watch): follow it. The deadline does
+    /// not move: that record was written after the one we knew (see
+    /// [`Lock::found_ours`]).
+    pub fn follow(&self, index: u64) {
+        self.state().index = index;
     }
 
     fn produced(&self, state: &mut State, index: u64, sent: Instant) {
@@ -251,8 +273,9 @@ impl Lock {
         state.sending.is_some() || state.ambiguous_since.is_some() || state.index != 0
     }
 
-    /// Whether a write of ours may still apply later (its answer was lost and
-    /// no read-back found it applied).
+    /// Whether a write of ours may still apply later: one is in flight, or one
+    /// got no answer (even if a later success or a read-back made it look
+    /// resolved: see [`State::stray`]).
     pub fn write_may_be_pending(&self) -> bool {
         let state = self.state();
         state.sending.is_some() || state.ambiguous_since.is_some() || state.stray || state.recheck
