@@ -330,8 +330,10 @@ impl Observer {
     /// When obligation `o` of `h` had to be met, if that time has come.
     fn due(&self, h: &Holder, o: &Obligation, now: Instant) -> Option<Instant> {
         if !self.sc.mode.has_leases() && !h.renew {
-            // Nothing renews: the holder is held to its own ttl.
+            // Nothing renews: the holder is held to its own ttl, plus any
+            // time it was paused (its timers did not run).
             let end = h.since + h.ttl.div_f64(MIN_RATE);
+            let end = end + self.net.paused_between(h.client, h.since, now.max(end));
             return (end <= now).then_some(end.max(o.at));
         }
         self.net.clean_window(h.client, o.at, self.window(h), now)

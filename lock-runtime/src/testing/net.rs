@@ -481,6 +481,19 @@ impl SimNet {
         (end <= now).then_some(end)
     }
 
+    /// How long client `client` was paused between `from` and `to` (a paused
+    /// client cannot even run its own timers).
+    pub fn paused_between(&self, client: usize, from: Instant, to: Instant) -> Duration {
+        let state = self.net.lock();
+        let Some(link) = state.links.get(client) else {
+            return Duration::ZERO;
+        };
+        link.pauses
+            .iter()
+            .map(|&(s, e)| e.min(to).saturating_duration_since(s.max(from)))
+            .sum()
+    }
+
     /// The spans in which client `client`'s link was not clean, relative to
     /// the net's start (for reports).
     pub fn faulty_spans(&self, client: usize) -> Vec<(Duration, Duration)> {
