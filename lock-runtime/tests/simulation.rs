@@ -106,7 +106,7 @@ struct Scenario {
     net: NetConfig,
     faults: &'static str,
     operator: bool,
-    /// Extended scenario (half the seeds; drawn last, so the other seeds run
+    /// Extended scenario (one seed in eight; drawn last, so the other seeds run
     /// as before): ttls down to the 30 ms minimum, 2 to 6 keys, guards also
     /// dropped on a thread outside any runtime, and (`world_pauses`) pauses
     /// of the whole client side: no client task and no message runs while the
@@ -186,7 +186,9 @@ impl Scenario {
 
     /// The extended scenario's draws, after every other draw of the seed.
     fn extend(mut self, rng: &mut fastrand::Rng) -> Scenario {
-        if rng.u32(0..2) == 0 {
+        // One seed in eight: these runs cost about six ordinary ones, and the
+        // default 10,000 seeds must stay within CI's three minutes.
+        if rng.u32(0..8) != 0 {
             return self;
         }
         self.extended = true;
