@@ -1704,3 +1704,85 @@ async fn a_watch_from_a_compacted_revision_returns_at_once_and_leaves_no_watch_i
 fn index_as_revision(index: u64) -> i64 {
     i64::try_from(index).unwrap_or_else(|e| panic!("index {index}: {e}"))
 }
+
+/// etcd (grpc-go's default server ping policy) closes a connection whose client pings
+/// more often than every 5 s while the server sends nothing: with 1 s HTTP/2 pings, an
+/// idle watch broke after 4 s, and with it every held-key watch on that connection
+/// (10,000 re-arms at once on a busy client). The shared stream's heartbeat keeps it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
+    const IDLE: Duration = Duration::from_secs(9);
+    let etcd = EtcdCluster::single();
+    let store = store_for(&etcd.client_urls());
+    let counts = Arc::new(Counts::default());
+    // The default ttl (30 s): one keep-alive every 10 s, so nothing else keeps the
+    // connection busy during the idle time.
+    let client = LockClient::builder(Counting {
+        inner: store.clone(),
+        counts: Arc::clone(&counts),
+    })
+    .build()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let guard = client
+        .acquire("idle/held")
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    let index = swapped(
+        must(
+            "put",
+            store
+                .put("idle/plain", &record("a", 1), Expect::Absent, None)
+                .await,
+        )
+        .await,
+    );
+    let watcher = {
+        let store = store.clone();
+        tokio::spawn(async move { store.watch("idle/plain", Some(index)).await })
+    };
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v >= 2.0).await;
+    let before = (
+        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
+        counts.other.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    tokio::time::sleep(IDLE).await;
+    let after = (
+        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
+        counts.other.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        !watcher.is_finished(),
+        "an idle watch ended: {:?}",
+        watcher.await
+    );
+    assert_eq!(
+        before, after,
+        "(gets, watches) of the lock client while idle: the held-key watch was re-armed"
+    );
+    assert_eq!(
+        metric_now(&etcd, 0, WATCH_STREAMS),
+        1.0,
+        "the stream was reopened"
+    );
+    assert!(!guard.is_lost());
+    // Both watches still work.
+    must("delete", store.delete("idle/plain", index).await).await;
+    let woke = tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .unwrap_or_else(|_| panic!("the idle watch did not wake"))
+        .unwrap_or_else(|e| panic!("watch task: {e}"));
+    must("watch", woke).await;
+    let mut raw = must("raw client", store.raw_client().await).await;
+    let deleted_at = Instant::now();
+    raw.delete(store.full_key("idle/held"), None)
+        .await
+        .unwrap_or_else(|e| panic!("raw delete: {e}"));
+    tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .unwrap_or_else(|_| panic!("the held lock was not lost after its key was deleted"));
+    println!(
+        "etcd: shared watch stream idle {IDLE:?}: no re-arm, same stream; a held key deleted \
+         afterwards was lost in {:?}",
+        deleted_at.elapsed()
+    );
+}

@@ -67,6 +67,9 @@ pub use etcd_client;
 const BACKEND: &str = "etcd";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The key (under the prefix) that the shared watch stream's heartbeat watches; nothing
+/// writes it.
+const HEARTBEAT_KEY: &str = ".distlock-heartbeat";
 /// Bound on remembered observations (one per recently contended key).
 const OBSERVED_MAX: usize = 4096;
 
@@ -703,10 +706,7 @@ impl EtcdStore {
                 .with_require_leader(true)
                 // A request that hangs on a dead TCP peer is caught by our own timeout;
                 // HTTP/2 pings make the connection notice it and reconnect afterwards.
-                .with_keep_alive(
-                    inner.request_timeout.max(Duration::from_secs(1)),
-                    inner.request_timeout,
-                );
+                .with_keep_alive(ping_interval(inner.request_timeout), inner.request_timeout);
             if let Some(creds) = &inner.credentials {
                 options = options
                     .with_user(creds.user.clone(), creds.password.0.clone())
@@ -815,8 +815,18 @@ impl EtcdStore {
         let Some(first) = first else {
             return Err(self.unavailable(i, "the watch stream closed right after opening"));
         };
-        let (stream, registration) =
-            watch::SharedStream::start(i, inner.endpoints[i].url.clone(), stream, &first);
+        let heartbeat = watch::Heartbeat {
+            key: self.full_key(HEARTBEAT_KEY),
+            quiet: ping_interval(inner.request_timeout).mul_f64(0.75),
+            answer_within: inner.request_timeout,
+        };
+        let (stream, registration) = watch::SharedStream::start(
+            i,
+            inner.endpoints[i].url.clone(),
+            stream,
+            &first,
+            heartbeat,
+        );
         *slot = Some(stream);
         Ok(registration)
     }
@@ -955,6 +965,12 @@ impl EtcdStore {
         let millis = ttl.as_millis().max(1);
         i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX)
     }
+}
+
+/// How often an idle connection sends an HTTP/2 ping (its answer is due within the
+/// request timeout).
+fn ping_interval(request_timeout: Duration) -> Duration {
+    request_timeout.max(Duration::from_secs(1))
 }
 
 fn index_to_revision(index: u64) -> i64 {
@@ -1193,8 +1209,10 @@ impl CompareExchange for EtcdStore {
                 }
             },
         };
-        // Registering (and opening the shared stream) is bounded by the request timeout
-        // (opening fails over); waiting for an event is bounded by the caller.
+        // Opening the shared stream (when there is none) is bounded by the request
+        // timeout on each endpoint and fails over; etcd's answer to this watch's create
+        // request is awaited for one request timeout; waiting for an event is bounded by
+        // the caller.
         self.register_watch(&full, start_revision)
             .await?
             .wait(self.inner.request_timeout)

@@ -18,10 +18,19 @@
 //! - Cancel safety: dropping a registration (the caller's future) cancels its id, or,
 //!   when the "created" answer has not come yet, marks it so that its id is cancelled
 //!   as soon as that answer names it.
+//! - Heartbeat: a stream that has been quiet for 3/4 of the HTTP/2 ping interval gets a
+//!   throw-away create request (cancelled once created), whose answer is due within the
+//!   request timeout. That finds a stopped member even on an idle stream, and the answer
+//!   keeps the connection from looking idle: etcd's server (grpc-go's default ping
+//!   policy, 5 s minimum between client pings unless it sent data in between) closes a
+//!   connection after the third unanswered-by-data HTTP/2 ping, which on an idle
+//!   connection with 1 s pings broke every watch (and the lease keep-alive stream on it)
+//!   after 4 s.
 //! - Failure: when the stream breaks (an error, its end, HTTP/2 pings unanswered, the
-//!   member losing its leader under `require_leader`, or no answer at all to a create
-//!   within the request timeout), every registration on it ends with the same error and
-//!   the stream is not used again; the next `watch()` opens a new one on another endpoint.
+//!   member losing its leader under `require_leader`, no answer to a heartbeat, or no
+//!   answer at all to a create within the request timeout), every registration on it
+//!   ends with the same error and the stream is not used again; the next `watch()` opens
+//!   a new one on another endpoint.
 //! - Tasks: a reader task reads the answers and hands them out; a writer task sends the
 //!   create and cancel requests (the reader never waits on a send, so a full request
 //!   channel cannot stop the answers from being read). The writer ends once the store
@@ -34,6 +43,7 @@ use std::time::Duration;
 
 use etcd_client::{WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::super::StoreError;
 
@@ -46,6 +56,16 @@ pub(super) enum WatchEnd {
     Unavailable(Arc<str>),
     /// etcd refused or cancelled this watch.
     Refused(Arc<str>),
+}
+
+/// How the reader keeps a quiet stream checked (and its connection busy).
+pub(super) struct Heartbeat {
+    /// The key the heartbeat's throw-away watch names (nobody writes it).
+    pub(super) key: String,
+    /// How long the stream may be quiet before a heartbeat is sent.
+    pub(super) quiet: Duration,
+    /// How long the answer to a heartbeat may take before the stream counts as broken.
+    pub(super) answer_within: Duration,
 }
 
 /// A request for the writer task.
@@ -105,6 +125,26 @@ impl Shared {
         }
         self.stop_reader.notify_one();
         self.stop_writer.notify_one();
+    }
+
+    /// Queues a heartbeat: a create request for `key` that no caller waits for (so its
+    /// id is cancelled as soon as it is created). etcd answers every create request at
+    /// once, on every version (unlike progress requests, which etcd 3.5 defers while
+    /// watchers catch up), also when it refuses one.
+    fn heartbeat(&self, commands: &mpsc::UnboundedSender<Command>, key: &str) {
+        let mut state = self.state();
+        if state.ended {
+            return;
+        }
+        let create = Command::Create {
+            key: key.to_owned(),
+            start_revision: 0,
+        };
+        if commands.send(create).is_ok() {
+            let ticket = state.next_ticket;
+            state.next_ticket = state.next_ticket.wrapping_add(1);
+            state.pending.push_back(ticket);
+        }
     }
 
     /// Hands one answer of the stream to the registration it names. Cancels the ids of
@@ -211,6 +251,7 @@ impl SharedStream {
         url: String,
         stream: etcd_client::WatchStream,
         first: &WatchResponse,
+        heartbeat: Heartbeat,
     ) -> (Arc<SharedStream>, Registration) {
         let (sender, responses) = stream.split();
         let (commands, receiver) = mpsc::unbounded_channel();
@@ -233,12 +274,8 @@ impl SharedStream {
             shared.end(&end);
         }
         tokio::spawn(write(sender, receiver, Arc::clone(&shared)));
-        tokio::spawn(read(
-            responses,
-            Arc::clone(&shared),
-            weak,
-            stream.url.clone(),
-        ));
+        let url = stream.url.clone();
+        tokio::spawn(read(responses, Arc::clone(&shared), weak, url, heartbeat));
         (stream, registration)
     }
 
@@ -418,27 +455,51 @@ async fn write(
     }
 }
 
-/// Reads the stream's answers and hands them out until it breaks or is closed.
+/// Reads the stream's answers and hands them out until it breaks or is closed; sends a
+/// heartbeat when it has been quiet for a while.
 async fn read(
     mut responses: WatchResponseStream,
     shared: Arc<Shared>,
     commands: mpsc::WeakUnboundedSender<Command>,
     url: String,
+    heartbeat: Heartbeat,
 ) {
     let end = EndOnDrop(Arc::clone(&shared), "the shared watch stream was closed");
+    let mut due = Instant::now() + heartbeat.quiet;
+    let mut awaiting = false;
     loop {
         let message = tokio::select! {
             biased;
             () = shared.stop_reader.notified() => return,
-            message = responses.message() => message,
+            message = responses.message() => Some(message),
+            () = tokio::time::sleep_until(due) => None,
         };
         let broken = match message {
-            Ok(Some(message)) => match shared.dispatch(&message, &commands) {
-                Ok(()) => continue,
-                Err(end) => end,
-            },
-            Ok(None) => WatchEnd::Unavailable("the watch stream closed".into()),
-            Err(error) => match super::classify_at(&url, error, false) {
+            None if awaiting => WatchEnd::Unavailable(
+                format!(
+                    "no answer on the watch stream within {:?}",
+                    heartbeat.answer_within
+                )
+                .into(),
+            ),
+            None => {
+                if let Some(commands) = commands.upgrade() {
+                    shared.heartbeat(&commands, &heartbeat.key);
+                }
+                awaiting = true;
+                due = Instant::now() + heartbeat.answer_within;
+                continue;
+            }
+            Some(Ok(Some(message))) => {
+                awaiting = false;
+                due = Instant::now() + heartbeat.quiet;
+                match shared.dispatch(&message, &commands) {
+                    Ok(()) => continue,
+                    Err(end) => end,
+                }
+            }
+            Some(Ok(None)) => WatchEnd::Unavailable("the watch stream closed".into()),
+            Some(Err(error)) => match super::classify_at(&url, error, false) {
                 super::Failure::Retry { error, .. } => {
                     WatchEnd::Unavailable(source_text(&error).into())
                 }
