@@ -1096,6 +1096,16 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
         }
     }
     let acquired_in = started.elapsed();
+    // Every held key is watched (the key rule), all on one watch stream.
+    let watched_in = wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(30), |v| {
+        v == LOCKS as f64
+    })
+    .await;
+    let streams = metric_now(&etcd, 0, WATCH_STREAMS);
+    assert_eq!(
+        streams, 1.0,
+        "{LOCKS} held-key watches on {streams} streams"
+    );
 
     let before = counts.total();
     let keep_alives_before = counts
@@ -1129,8 +1139,9 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
         }
     }
     println!(
-        "etcd: {LOCKS} locks acquired in {acquired_in:?}, held {HOLD:?} with {during} requests \
-         ({keep_alives} keep-alives), released in {:?}",
+        "etcd: {LOCKS} locks acquired in {acquired_in:?} (all {LOCKS} held keys watched on 1 \
+         stream {watched_in:?} later), held {HOLD:?} with {during} requests ({keep_alives} \
+         keep-alives), released in {:?}",
         release_started.elapsed()
     );
     assert!(
@@ -1224,5 +1235,554 @@ async fn a_watch_wakes_within_milliseconds_even_after_writes_to_other_keys() {
     assert!(
         median < Duration::from_millis(20),
         "median wake-up {median:?} after the delete: {wakes:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// One shared watch stream per store: every `watch()` is a watch id on it, counted by
+// etcd itself (`etcd_debugging_mvcc_watch_stream_total`: streams open on a member,
+// `etcd_debugging_mvcc_watcher_total`: watch ids open on a member).
+
+const WATCH_STREAMS: &str = "etcd_debugging_mvcc_watch_stream_total";
+const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
+
+/// Waits (bounded by `timeout`) until metric `name` of member `i` satisfies `ok`, and
+/// returns how long that took; fails the test with the last value otherwise.
+async fn wait_metric(
+    etcd: &EtcdCluster,
+    i: usize,
+    name: &str,
+    timeout: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let value = etcd.metric(i, name);
+        if value.is_some_and(&ok) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{name} of member {i} is {value:?} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn metric_now(etcd: &EtcdCluster, i: usize, name: &str) -> f64 {
+    etcd.metric(i, name)
+        .unwrap_or_else(|| panic!("member {i} does not report {name}"))
+}
+
+/// Puts `count` keys `{prefix}/{i}` (in batches, concurrently) and returns their indexes.
+async fn put_keys(store: &EtcdStore, prefix: &str, count: usize) -> Vec<u64> {
+    let mut indexes = vec![0; count];
+    for batch in (0..count).collect::<Vec<_>>().chunks(100) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &i in batch {
+            let store = store.clone();
+            let key = format!("{prefix}/{i}");
+            tasks.spawn(async move {
+                let outcome = store.put(&key, &record("a", 1), Expect::Absent, None).await;
+                (i, swapped(must("put", outcome).await))
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (i, index) = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            indexes[i] = index;
+        }
+    }
+    indexes
+}
+
+/// Starts one watch task per key `{prefix}/{i}`, each waiting for its key to leave
+/// `indexes[i]`; the task returns its number and the watch's result.
+fn spawn_watches(
+    store: &EtcdStore,
+    prefix: &str,
+    indexes: &[u64],
+) -> tokio::task::JoinSet<(usize, Result<(), StoreError>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, &index) in indexes.iter().enumerate() {
+        let store = store.clone();
+        let key = format!("{prefix}/{i}");
+        tasks.spawn(async move { (i, store.watch(&key, Some(index)).await) });
+    }
+    tasks
+}
+
+/// Collects `count` finished watch tasks within `timeout` (fails the test otherwise).
+async fn join_watches(
+    tasks: &mut tokio::task::JoinSet<(usize, Result<(), StoreError>)>,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(usize, Result<(), StoreError>)> {
+    let mut done = Vec::with_capacity(count);
+    let collected = tokio::time::timeout(timeout, async {
+        while done.len() < count {
+            match tasks.join_next().await {
+                Some(Ok(result)) => done.push(result),
+                Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        collected.is_ok() && done.len() == count,
+        "only {} of {count} watches ended within {timeout:?}",
+        done.len()
+    );
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_watches_share_one_stream_and_each_wakes_on_its_own_key() {
+    const N: usize = 1000;
+    let etcd = EtcdCluster::single();
+    let store = store_with_timeout(&etcd.client_urls(), Duration::from_secs(5));
+    let indexes = put_keys(&store, "shared", N).await;
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 0.0);
+
+    let mut tasks = spawn_watches(&store, "shared", &indexes);
+    let registered = wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(30), |v| {
+        v == N as f64
+    })
+    .await;
+    let streams = metric_now(&etcd, 0, WATCH_STREAMS);
+    assert_eq!(
+        streams, 1.0,
+        "{N} watches of one store on {streams} streams"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tasks.len(), N, "a watch returned while nothing changed");
+    assert!(tasks.try_join_next().is_none(), "a watch returned early");
+
+    // Delete the even keys only: exactly their watches wake, the odd ones stay.
+    let deleted_at = Instant::now();
+    let mut deletes = tokio::task::JoinSet::new();
+    for i in (0..N).step_by(2) {
+        let store = store.clone();
+        let index = indexes[i];
+        deletes.spawn(async move { store.delete(&format!("shared/{i}"), index).await });
+    }
+    while let Some(joined) = deletes.join_next().await {
+        let outcome = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        assert_eq!(must("delete", outcome).await, DeleteOutcome::Deleted);
+    }
+    let woken = join_watches(&mut tasks, N / 2, Duration::from_secs(10)).await;
+    let half_woke_in = deleted_at.elapsed();
+    for (i, result) in &woken {
+        assert!(
+            i % 2 == 0,
+            "the watch of shared/{i} woke, but only even keys changed"
+        );
+        assert!(result.is_ok(), "watch of shared/{i}: {result:?}");
+    }
+    // Each woken watch's id is cancelled on the server; the odd ones stay.
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(10), |v| {
+        v == (N / 2) as f64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(tasks.len(), N / 2, "an unchanged key's watch returned");
+
+    // Then the rest: every watch wakes, no watch id is left, still one stream.
+    for i in (1..N).step_by(2) {
+        must(
+            "delete",
+            store.delete(&format!("shared/{i}"), indexes[i]).await,
+        )
+        .await;
+    }
+    let woken = join_watches(&mut tasks, N / 2, Duration::from_secs(10)).await;
+    assert!(
+        woken.iter().all(|(i, r)| i % 2 == 1 && r.is_ok()),
+        "{woken:?}"
+    );
+    let drained = wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(10), |v| v == 0.0).await;
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 1.0);
+    println!(
+        "etcd shared watch stream: {N} concurrent watches registered on the server {registered:?} \
+         after they were started, on 1 stream; {} woke within {half_woke_in:?} of the first of \
+         their keys' deletes (the other {} untouched); every id cancelled on the server \
+         {drained:?} after the last wake",
+        N / 2,
+        N / 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watch_futures_cancel_their_watch_ids() {
+    const N: usize = 1000;
+    let etcd = EtcdCluster::single();
+    let store = store_with_timeout(&etcd.client_urls(), Duration::from_secs(5));
+    let indexes = put_keys(&store, "dropped", N).await;
+
+    // Dropped after etcd created their watches: aborting the tasks drops the futures.
+    let tasks = spawn_watches(&store, "dropped", &indexes);
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(30), |v| {
+        v == N as f64
+    })
+    .await;
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 1.0);
+    let dropped_at = Instant::now();
+    drop(tasks); // aborts every task
+    let cancelled = wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(10), |v| v == 0.0).await;
+
+    // Dropped at once, before any "created" answer can have come (a zero timeout polls
+    // the watch once: it registers and sends its create request, then is dropped), and
+    // dropped a few milliseconds in, around the answers.
+    for round in 0..4u64 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, &index) in indexes.iter().enumerate() {
+            let store = store.clone();
+            let key = format!("dropped/{i}");
+            let after = Duration::from_millis(round * (i as u64 % 4));
+            tasks.spawn(async move {
+                tokio::time::timeout(after, store.watch(&key, Some(index))).await
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
+                Err(_elapsed) => {}
+                Ok(result) => panic!("a watch of an unchanged key ended: {result:?}"),
+            }
+        }
+    }
+    let early = wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(10), |v| v == 0.0).await;
+    // The stream is the same one, and still works.
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 1.0);
+    let watcher = {
+        let store = store.clone();
+        let index = indexes[7];
+        tokio::spawn(async move { store.watch("dropped/7", Some(index)).await })
+    };
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v == 1.0).await;
+    must("delete", store.delete("dropped/7", indexes[7]).await).await;
+    let woke = tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .unwrap_or_else(|_| panic!("a watch after the drops did not wake"))
+        .unwrap_or_else(|e| panic!("watch task: {e}"));
+    must("watch", woke).await;
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v == 0.0).await;
+    // A dropped store closes its stream (its tasks do not outlive it).
+    drop(store);
+    let closed = wait_metric(&etcd, 0, WATCH_STREAMS, Duration::from_secs(5), |v| {
+        v == 0.0
+    })
+    .await;
+    println!(
+        "etcd shared watch stream: {N} dropped watch futures cancelled on the server within \
+         {cancelled:?} (dropped {:?} ago); {} more dropped before or around their answers \
+         left no watch id ({early:?} to drain); the dropped store's stream closed in \
+         {closed:?}",
+        dropped_at.elapsed(),
+        4 * N
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_key_deleted_or_overwritten_behind_its_holder_is_lost_within_milliseconds() {
+    const LOCKS: usize = 40;
+    let etcd = EtcdCluster::single();
+    let store = store_for(&etcd.client_urls());
+    let client = LockClient::builder(store.clone())
+        .defaults(LockOptions::default().ttl(Duration::from_secs(10)))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut guards = Vec::new();
+    for i in 0..LOCKS {
+        let guard = client
+            .acquire(&format!("behind/{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("acquire: {e}"));
+        guards.push(guard);
+    }
+    // Every held key is watched, on one stream.
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(10), |v| {
+        v == LOCKS as f64
+    })
+    .await;
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 1.0);
+
+    let mut raw = must("raw client", store.raw_client().await).await;
+    let intruder =
+        serde_json::to_vec(&record("intruder@elsewhere:1", 99)).unwrap_or_else(|e| panic!("{e}"));
+    let mut latencies = Vec::new();
+    for (i, guard) in guards.iter().enumerate() {
+        assert!(!guard.is_lost(), "behind/{i} lost before anything happened");
+        let key = store.full_key(&format!("behind/{i}"));
+        let changed_at = Instant::now();
+        if i % 2 == 0 {
+            // An operator deletes the key ...
+            let deleted = raw
+                .delete(key.as_str(), None)
+                .await
+                .unwrap_or_else(|e| panic!("raw delete: {e}"));
+            assert_eq!(deleted.deleted(), 1, "{key} was not there");
+        } else {
+            // ... or another process writes its own record over it.
+            raw.put(key.as_str(), intruder.clone(), None)
+                .await
+                .unwrap_or_else(|e| panic!("raw put: {e}"));
+        }
+        let reason = tokio::time::timeout(Duration::from_secs(2), guard.lost())
+            .await
+            .unwrap_or_else(|_| panic!("behind/{i} not lost 2 s after its key changed"));
+        latencies.push(changed_at.elapsed());
+        assert!(guard.is_lost(), "{reason:?}");
+    }
+    // Untouched locks are still held.
+    let held = client
+        .acquire("behind/untouched")
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    assert!(!held.is_lost());
+    latencies.sort_unstable();
+    let median = latencies[latencies.len() / 2];
+    let worst = latencies[latencies.len() - 1];
+    println!(
+        "etcd: a held key deleted or overwritten behind its holder: lost after median \
+         {median:?}, worst {worst:?} ({LOCKS} locks, sorted: {latencies:?})"
+    );
+    assert!(
+        median < Duration::from_millis(25),
+        "median {median:?}: {latencies:?}"
+    );
+    assert!(worst < Duration::from_millis(500), "{latencies:?}");
+    held.release().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_watch_stream_reopens_on_another_member_after_its_member_is_killed() {
+    const N: usize = 100;
+    let mut etcd = EtcdCluster::cluster(3);
+    let store = store_for(&etcd.client_urls());
+    let indexes = put_keys(&store, "moved", N).await;
+    // A lock whose held-key watch is on the same kind of stream, in another client.
+    let holder_store = store_for(&etcd.client_urls());
+    let holder = LockClient::builder(holder_store.clone())
+        .defaults(LockOptions::default().ttl(Duration::from_secs(10)))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = holder
+        .acquire("moved/held")
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+
+    // Both stores' streams open on the first endpoint, member 0.
+    let mut tasks = spawn_watches(&store, "moved", &indexes);
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(20), |v| {
+        v == (N + 1) as f64
+    })
+    .await;
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 2.0);
+
+    let killed_at = Instant::now();
+    etcd.kill(0);
+    // Every watch on the killed member's stream fails (so that its caller re-arms).
+    let failed = join_watches(&mut tasks, N, Duration::from_secs(5)).await;
+    let failed_in = killed_at.elapsed();
+    for (i, result) in &failed {
+        match result {
+            Err(StoreError::Unavailable { endpoint, .. }) => {
+                assert_eq!(*endpoint, etcd.client_url(0), "watch {i}")
+            }
+            other => panic!("watch {i} on a killed member: expected Unavailable, got {other:?}"),
+        }
+    }
+
+    // Re-armed, they share one new stream on another member (retrying while the two
+    // left elect a leader, if member 0 led).
+    etcd.wait_leader(Duration::from_secs(5));
+    let rearmed_at = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, &index) in indexes.iter().enumerate() {
+        let store = store.clone();
+        let key = format!("moved/{i}");
+        tasks.spawn(async move {
+            let mut result = store.watch(&key, Some(index)).await;
+            for _ in 0..20 {
+                if !matches!(result, Err(StoreError::Unavailable { .. })) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                result = store.watch(&key, Some(index)).await;
+            }
+            (i, result)
+        });
+    }
+    let on_others = |etcd: &EtcdCluster, name: &str| {
+        (1..3)
+            .map(|i| etcd.metric(i, name).unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while on_others(&etcd, WATCHERS) < (N + 1) as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "re-armed watches on the other members: {}",
+            on_others(&etcd, WATCHERS)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rearmed_in = rearmed_at.elapsed();
+    assert_eq!(
+        on_others(&etcd, WATCH_STREAMS),
+        2.0,
+        "one new stream per store on the members left"
+    );
+    assert!(
+        !guard.is_lost(),
+        "the held lock was lost by the member's kill"
+    );
+
+    // They work: each wakes on its key's delete, and the held key's watch still
+    // catches a delete behind its holder.
+    let mut raw = must("raw client", store.raw_client().await).await;
+    for (i, &index) in indexes.iter().enumerate() {
+        must("delete", store.delete(&format!("moved/{i}"), index).await).await;
+    }
+    let woken = join_watches(&mut tasks, N, Duration::from_secs(10)).await;
+    for (i, result) in &woken {
+        assert!(result.is_ok(), "re-armed watch {i}: {result:?}");
+    }
+    let deleted_at = Instant::now();
+    raw.delete(holder_store.full_key("moved/held"), None)
+        .await
+        .unwrap_or_else(|e| panic!("raw delete: {e}"));
+    tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .unwrap_or_else(|_| panic!("the held lock was not lost after its key was deleted"));
+    let lost_in = deleted_at.elapsed();
+    println!(
+        "etcd shared watch stream, member killed: {N} watches failed {failed_in:?} after the \
+         kill, re-armed on one stream of another member in {rearmed_in:?}; a held key \
+         deleted afterwards was lost in {lost_in:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_compacted_revision_returns_at_once_and_leaves_no_watch_id() {
+    let etcd = EtcdCluster::single();
+    let store = store_for(&etcd.client_urls());
+    let first = swapped(
+        must(
+            "put",
+            store.put("c", &record("a", 1), Expect::Absent, None).await,
+        )
+        .await,
+    );
+    let mut index = first;
+    for nonce in 2..5 {
+        index = swapped(
+            must(
+                "put",
+                store
+                    .put("c", &record("a", nonce), Expect::Index(index), None)
+                    .await,
+            )
+            .await,
+        );
+    }
+    let mut raw = must("raw client", store.raw_client().await).await;
+    raw.compact(index_as_revision(index), None)
+        .await
+        .unwrap_or_else(|e| panic!("compact: {e}"));
+    // Watching from right after `first`, long compacted: etcd answers "compacted", which
+    // means changed.
+    tokio::time::timeout(Duration::from_secs(2), store.watch("c", Some(first)))
+        .await
+        .unwrap_or_else(|_| panic!("a watch from a compacted revision blocked"))
+        .unwrap_or_else(|e| panic!("watch: {e}"));
+    // etcd keeps a compacted watcher until it is cancelled: the adapter cancels it.
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v == 0.0).await;
+    assert_eq!(metric_now(&etcd, 0, WATCH_STREAMS), 1.0);
+}
+
+fn index_as_revision(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or_else(|e| panic!("index {index}: {e}"))
+}
+
+/// etcd (grpc-go's default server ping policy) closes a connection whose client pings
+/// more often than every 5 s while the server sends nothing: with 1 s HTTP/2 pings, an
+/// idle watch broke after 4 s, and with it every held-key watch on that connection
+/// (10,000 re-arms at once on a busy client). The shared stream's heartbeat keeps it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
+    const IDLE: Duration = Duration::from_secs(9);
+    let etcd = EtcdCluster::single();
+    let store = store_for(&etcd.client_urls());
+    let counts = Arc::new(Counts::default());
+    // The default ttl (30 s): one keep-alive every 10 s, so nothing else keeps the
+    // connection busy during the idle time.
+    let client = LockClient::builder(Counting {
+        inner: store.clone(),
+        counts: Arc::clone(&counts),
+    })
+    .build()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let guard = client
+        .acquire("idle/held")
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    let index = swapped(
+        must(
+            "put",
+            store
+                .put("idle/plain", &record("a", 1), Expect::Absent, None)
+                .await,
+        )
+        .await,
+    );
+    let watcher = {
+        let store = store.clone();
+        tokio::spawn(async move { store.watch("idle/plain", Some(index)).await })
+    };
+    wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v >= 2.0).await;
+    let before = (
+        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
+        counts.other.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    tokio::time::sleep(IDLE).await;
+    let after = (
+        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
+        counts.other.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        !watcher.is_finished(),
+        "an idle watch ended: {:?}",
+        watcher.await
+    );
+    assert_eq!(
+        before, after,
+        "(gets, watches) of the lock client while idle: the held-key watch was re-armed"
+    );
+    assert_eq!(
+        metric_now(&etcd, 0, WATCH_STREAMS),
+        1.0,
+        "the stream was reopened"
+    );
+    assert!(!guard.is_lost());
+    // Both watches still work.
+    must("delete", store.delete("idle/plain", index).await).await;
+    let woke = tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .unwrap_or_else(|_| panic!("the idle watch did not wake"))
+        .unwrap_or_else(|e| panic!("watch task: {e}"));
+    must("watch", woke).await;
+    let mut raw = must("raw client", store.raw_client().await).await;
+    let deleted_at = Instant::now();
+    raw.delete(store.full_key("idle/held"), None)
+        .await
+        .unwrap_or_else(|e| panic!("raw delete: {e}"));
+    tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .unwrap_or_else(|_| panic!("the held lock was not lost after its key was deleted"));
+    println!(
+        "etcd: shared watch stream idle {IDLE:?}: no re-arm, same stream; a held key deleted \
+         afterwards was lost in {:?}",
+        deleted_at.elapsed()
     );
 }

@@ -407,6 +407,25 @@ impl EtcdCluster {
         );
     }
 
+    /// The value of one unlabelled Prometheus metric of member `i` right now (from its
+    /// plain-HTTP metrics port), such as `etcd_debugging_mvcc_watch_stream_total` (watch
+    /// streams open on that member) or `etcd_debugging_mvcc_watcher_total` (watch ids).
+    /// `None` if the member does not answer or does not report it.
+    pub fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        // HTTP/1.0: the body is sent whole, never chunked.
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.nodes[i].metrics_port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).ok()?;
+        let answer = String::from_utf8_lossy(&answer);
+        answer.lines().find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse().ok())?
+        })
+    }
+
     /// The member that is Raft leader, by asking each running member for its status.
     /// `None` if no running member names a leader that answers.
     pub fn leader(&self) -> Option<usize> {

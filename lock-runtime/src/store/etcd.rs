@@ -9,6 +9,9 @@
 //! - The [`Record`] is stored as compact JSON.
 //! - [`CompareExchange::watch`] is an etcd watch of the key starting right after the
 //!   latest revision at which the key was seen unchanged (so etcd delivers at once).
+//!   Every watch of one store shares one etcd watch stream (each gets its own watch id
+//!   on it; a dropped watch future cancels its id): 10,000 held locks are one stream.
+//!   When that stream breaks, its watches fail and the next one opens elsewhere.
 //! - Server leases: grant, keep-alive over one long-lived stream per lease (the lock
 //!   client uses one lease for all its locks, so renewal traffic does not grow with the
 //!   number of held locks; a broken stream is reopened on the next call), revoke.
@@ -50,6 +53,8 @@ use etcd_client::{
 };
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
+mod watch;
+
 use super::redact::{check_host_port, redact_url, scheme_of, split_userinfo};
 use super::{
     BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
@@ -63,6 +68,9 @@ pub use etcd_client;
 const BACKEND: &str = "etcd";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The key (under the prefix) that the shared watch stream's heartbeat watches; nothing
+/// writes it.
+const HEARTBEAT_KEY: &str = ".distlock-heartbeat";
 /// Bound on remembered observations (one per recently contended key).
 const OBSERVED_MAX: usize = 4096;
 
@@ -332,6 +340,7 @@ impl EtcdStoreBuilder {
                 tls: self.tls,
                 keepalives: AsyncMutex::new(HashMap::new()),
                 observed: std::sync::Mutex::new(HashMap::new()),
+                watches: AsyncMutex::new(None),
             }),
         })
     }
@@ -547,6 +556,9 @@ struct Inner {
     /// Per full key, the index last seen there (`None`: absent) and the store revision
     /// of the answer that showed it, from conflicts and reads: lets a watch skip a read.
     observed: std::sync::Mutex<HashMap<String, (Option<u64>, i64)>>,
+    /// The watch stream every `watch()` call shares (opened on first use, replaced when
+    /// it breaks). Locked while one is opened, so that concurrent calls open one.
+    watches: AsyncMutex<Option<Arc<watch::SharedStream>>>,
 }
 
 /// A [`CompareExchange`] store on an etcd v3 cluster (3.4 or newer), over gRPC.
@@ -668,10 +680,7 @@ impl EtcdStore {
                 .with_require_leader(true)
                 // A request that hangs on a dead TCP peer is caught by our own timeout;
                 // HTTP/2 pings make the connection notice it and reconnect afterwards.
-                .with_keep_alive(
-                    inner.request_timeout.max(Duration::from_secs(1)),
-                    inner.request_timeout,
-                );
+                .with_keep_alive(ping_interval(inner.request_timeout), inner.request_timeout);
             if let Some(creds) = &inner.credentials {
                 options = options
                     .with_user(creds.user.clone(), creds.password.0.clone())
@@ -711,10 +720,7 @@ impl EtcdStore {
     }
 
     fn unavailable(&self, i: usize, source: impl Into<BoxError>) -> StoreError {
-        StoreError::Unavailable {
-            endpoint: self.inner.endpoints[i].url.clone(),
-            source: source.into(),
-        }
+        unavailable_at(&self.inner.endpoints[i].url, source)
     }
 
     /// Remembers that `full_key` held `seen` as of store revision `at`.
@@ -742,6 +748,61 @@ impl EtcdStore {
             .get(full_key)
             .filter(|(index, _)| *index == seen)
             .map(|(_, at)| *at)
+    }
+
+    /// Registers a watch of `full_key` from `start_revision` on the store's shared watch
+    /// stream, opening one (with failover) when there is none or it broke.
+    async fn register_watch(
+        &self,
+        full_key: &str,
+        start_revision: i64,
+    ) -> Result<watch::Registration, StoreError> {
+        let inner = &self.inner;
+        let n = inner.endpoints.len();
+        let mut slot = inner.watches.lock().await;
+        if let Some(stream) = slot.as_ref() {
+            if let Some(registration) = stream.register(full_key, start_revision) {
+                return Ok(registration);
+            }
+            // It broke: the next stream starts at the next endpoint (moved once per
+            // broken stream, not once per watch that was on it).
+            let _ = inner.current.compare_exchange(
+                stream.endpoint,
+                (stream.endpoint + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            *slot = None;
+        }
+        let ((stream, first), _, i) = self
+            .with_failover_at(false, |mut client| {
+                let key = full_key.to_owned();
+                async move {
+                    let options = WatchOptions::new().with_start_revision(start_revision);
+                    let mut stream = client.watch(key, Some(options)).await?;
+                    // Wait for the "created" answer so that a dead node is caught here.
+                    let first = stream.message().await?;
+                    Ok((stream, first))
+                }
+            })
+            .await?;
+        let Some(first) = first else {
+            return Err(self.unavailable(i, "the watch stream closed right after opening"));
+        };
+        let heartbeat = watch::Heartbeat {
+            key: self.full_key(HEARTBEAT_KEY),
+            quiet: ping_interval(inner.request_timeout).mul_f64(0.75),
+            answer_within: inner.request_timeout,
+        };
+        let (stream, registration) = watch::SharedStream::start(
+            i,
+            inner.endpoints[i].url.clone(),
+            stream,
+            &first,
+            heartbeat,
+        );
+        *slot = Some(stream);
+        Ok(registration)
     }
 
     /// A linearizable read of `full_key`: its index (`None`: absent) and the revision
@@ -775,82 +836,33 @@ impl EtcdStore {
     }
 
     fn backend_error(&self, i: usize, source: impl Into<BoxError>) -> StoreError {
-        StoreError::Backend {
-            endpoint: self.inner.endpoints[i].url.clone(),
-            source: source.into(),
-        }
+        backend_at(&self.inner.endpoints[i].url, source)
     }
 
     /// Sorts an etcd-client error into retry-elsewhere or fatal.
     fn classify(&self, i: usize, error: etcd_client::Error, is_write: bool) -> Failure {
-        use etcd_client::Error as E;
-        use tonic::Code;
-        match error {
-            E::GRpcStatus(status) => {
-                let message = status.message().to_owned();
-                match status.code() {
-                    Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::Cancelled
-                    | Code::Aborted
-                    | Code::ResourceExhausted => Failure::Retry {
-                        error: self.unavailable(i, format!("{:?}: {message}", status.code())),
-                        maybe_applied: is_write,
-                    },
-                    // Transport failures surface as Unknown with a transport message.
-                    Code::Unknown if !message.starts_with("etcdserver:") => Failure::Retry {
-                        error: self.unavailable(i, message),
-                        maybe_applied: is_write,
-                    },
-                    Code::Unauthenticated | Code::PermissionDenied => {
-                        Failure::Fatal(self.backend_error(
-                            i,
-                            format!(
-                                "authentication or permission refused ({message}): check the etcd \
-                                 user, password and role"
-                            ),
-                        ))
-                    }
-                    Code::InvalidArgument if message.contains("authentication failed") => {
-                        Failure::Fatal(self.backend_error(
-                            i,
-                            format!(
-                                "authentication failed ({message}): check the etcd user and password"
-                            ),
-                        ))
-                    }
-                    Code::FailedPrecondition if message.contains("user name is empty") => {
-                        Failure::Fatal(self.backend_error(
-                            i,
-                            "etcd has authentication enabled: configure a user and password",
-                        ))
-                    }
-                    code => Failure::Fatal(self.backend_error(i, format!("{code:?}: {message}"))),
-                }
-            }
-            E::TransportError(e) => Failure::Retry {
-                error: self.unavailable(i, e),
-                maybe_applied: is_write,
-            },
-            E::IoError(e) => Failure::Retry {
-                error: self.unavailable(i, e),
-                maybe_applied: is_write,
-            },
-            E::LeaseKeepAliveError(m) if m.contains("not found") => {
-                Failure::Fatal(self.backend_error(i, format!("lease not found ({m})")))
-            }
-            E::LeaseKeepAliveError(m) | E::WatchError(m) => Failure::Retry {
-                error: self.unavailable(i, m),
-                maybe_applied: is_write,
-            },
-            other => Failure::Fatal(self.backend_error(i, other.to_string())),
-        }
+        classify_at(&self.inner.endpoints[i].url, error, is_write)
     }
 
     /// Runs `op` on the current endpoint, moving on to the next one on failure, each
     /// attempt bounded by the request timeout. Returns the result and whether an earlier
     /// attempt may have applied a write.
     async fn with_failover<T, F, Fut>(&self, is_write: bool, op: F) -> Result<(T, bool), StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.with_failover_at(is_write, op)
+            .await
+            .map(|(value, ambiguous, _)| (value, ambiguous))
+    }
+
+    /// [`Self::with_failover`], also telling which endpoint answered.
+    async fn with_failover_at<T, F, Fut>(
+        &self,
+        is_write: bool,
+        op: F,
+    ) -> Result<(T, bool, usize), StoreError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -869,7 +881,7 @@ impl EtcdStore {
                         if step > 0 {
                             inner.current.store(i, Ordering::Relaxed);
                         }
-                        return Ok((value, ambiguous));
+                        return Ok((value, ambiguous, i));
                     }
                     Ok(Err(e)) => self.classify(i, e, is_write),
                     Err(_) => Failure::Retry {
@@ -929,9 +941,93 @@ impl EtcdStore {
     }
 }
 
+/// How often an idle connection sends an HTTP/2 ping (its answer is due within the
+/// request timeout).
+fn ping_interval(request_timeout: Duration) -> Duration {
+    request_timeout.max(Duration::from_secs(1))
+}
+
 fn index_to_revision(index: u64) -> i64 {
     // An index above i64::MAX cannot exist in etcd, so the compare simply fails.
     i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+/// Sorts an etcd-client error from `endpoint` into retry-elsewhere or fatal.
+fn classify_at(endpoint: &str, error: etcd_client::Error, is_write: bool) -> Failure {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    match error {
+        E::GRpcStatus(status) => {
+            let message = status.message().to_owned();
+            match status.code() {
+                Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Aborted
+                | Code::ResourceExhausted => Failure::Retry {
+                    error: unavailable_at(endpoint, format!("{:?}: {message}", status.code())),
+                    maybe_applied: is_write,
+                },
+                // Transport failures surface as Unknown with a transport message.
+                Code::Unknown if !message.starts_with("etcdserver:") => Failure::Retry {
+                    error: unavailable_at(endpoint, message),
+                    maybe_applied: is_write,
+                },
+                Code::Unauthenticated | Code::PermissionDenied => Failure::Fatal(backend_at(
+                    endpoint,
+                    format!(
+                        "authentication or permission refused ({message}): check the etcd \
+                             user, password and role"
+                    ),
+                )),
+                Code::InvalidArgument if message.contains("authentication failed") => {
+                    Failure::Fatal(backend_at(
+                        endpoint,
+                        format!(
+                            "authentication failed ({message}): check the etcd user and password"
+                        ),
+                    ))
+                }
+                Code::FailedPrecondition if message.contains("user name is empty") => {
+                    Failure::Fatal(backend_at(
+                        endpoint,
+                        "etcd has authentication enabled: configure a user and password",
+                    ))
+                }
+                code => Failure::Fatal(backend_at(endpoint, format!("{code:?}: {message}"))),
+            }
+        }
+        E::TransportError(e) => Failure::Retry {
+            error: unavailable_at(endpoint, e),
+            maybe_applied: is_write,
+        },
+        E::IoError(e) => Failure::Retry {
+            error: unavailable_at(endpoint, e),
+            maybe_applied: is_write,
+        },
+        E::LeaseKeepAliveError(m) if m.contains("not found") => {
+            Failure::Fatal(backend_at(endpoint, format!("lease not found ({m})")))
+        }
+        E::LeaseKeepAliveError(m) | E::WatchError(m) => Failure::Retry {
+            error: unavailable_at(endpoint, m),
+            maybe_applied: is_write,
+        },
+        other => Failure::Fatal(backend_at(endpoint, other.to_string())),
+    }
+}
+
+fn unavailable_at(endpoint: &str, source: impl Into<BoxError>) -> StoreError {
+    StoreError::Unavailable {
+        endpoint: endpoint.to_owned(),
+        source: source.into(),
+    }
+}
+
+fn backend_at(endpoint: &str, source: impl Into<BoxError>) -> StoreError {
+    StoreError::Backend {
+        endpoint: endpoint.to_owned(),
+        source: source.into(),
+    }
 }
 
 #[async_trait]
@@ -1087,46 +1183,14 @@ impl CompareExchange for EtcdStore {
                 }
             },
         };
-        // Opening the watch is bounded by the request timeout (and fails over); waiting
-        // for an event is bounded by the caller.
-        let ((mut stream, created), _) = self
-            .with_failover(false, |mut client| {
-                let key = full.clone();
-                async move {
-                    let options = WatchOptions::new().with_start_revision(start_revision);
-                    let mut stream = client.watch(key, Some(options)).await?;
-                    // Wait for the "created" answer so that a dead node is caught here.
-                    let created = stream.message().await?;
-                    Ok((stream, created))
-                }
-            })
-            .await?;
-        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
-        let mut next = created;
-        loop {
-            let message = match next.take() {
-                Some(message) => message,
-                None => match stream.message().await {
-                    Ok(Some(message)) => message,
-                    Ok(None) => return Err(self.unavailable(i, "the watch stream closed")),
-                    Err(e) => {
-                        return Err(match self.classify(i, e, false) {
-                            Failure::Retry { error, .. } | Failure::Fatal(error) => error,
-                        });
-                    }
-                },
-            };
-            if message.compact_revision() > 0 || !message.events().is_empty() {
-                // Compacted past our revision means it changed since: wake the caller.
-                return Ok(());
-            }
-            if message.canceled() {
-                return Err(self.backend_error(
-                    i,
-                    format!("the watch was cancelled: {}", message.cancel_reason()),
-                ));
-            }
-        }
+        // Opening the shared stream (when there is none) is bounded by the request
+        // timeout on each endpoint and fails over; etcd's answer to this watch's create
+        // request is awaited for one request timeout; waiting for an event is bounded by
+        // the caller.
+        self.register_watch(&full, start_revision)
+            .await?
+            .wait(self.inner.request_timeout)
+            .await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
