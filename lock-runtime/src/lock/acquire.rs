@@ -166,6 +166,10 @@ pub(super) async fn acquire(
                         .sleep_bounded(engine.backoff.delay(attempt), deadline)
                         .await;
                     attempt = attempt.saturating_add(1);
+                    if deadline.is_some_and(|d| engine.clock.now() >= d) {
+                        return Err(error);
+                    }
+                    fresh_starts = 0;
                     continue 'fresh;
                 }
                 Err(error) => return Err(error),
