@@ -29,5 +29,5 @@ fi
 
 # The Debian package may ship a service unit; on machines with systemd it would take the
 # default ports. Tests choose their own ports, so it is harmless, but say what is there.
-etcd --version | head -n 1
+etcd --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 protoc --version
