@@ -1514,16 +1514,21 @@ async fn a_held_key_deleted_or_overwritten_behind_its_holder_is_lost_within_mill
         assert!(!guard.is_lost(), "behind/{i} lost before anything happened");
         let key = store.full_key(&format!("behind/{i}"));
         let changed_at = Instant::now();
-        if i % 2 == 0 {
+        if i % 3 == 0 {
             // An operator deletes the key ...
             let deleted = raw
                 .delete(key.as_str(), None)
                 .await
                 .unwrap_or_else(|e| panic!("raw delete: {e}"));
             assert_eq!(deleted.deleted(), 1, "{key} was not there");
-        } else {
-            // ... or another process writes its own record over it.
+        } else if i % 3 == 1 {
+            // ... or another process writes its own record over it ...
             raw.put(key.as_str(), intruder.clone(), None)
+                .await
+                .unwrap_or_else(|e| panic!("raw put: {e}"));
+        } else {
+            // ... or a tool writes a value that is no lock record at all.
+            raw.put(key.as_str(), "not a lock record", None)
                 .await
                 .unwrap_or_else(|e| panic!("raw put: {e}"));
         }

@@ -429,6 +429,14 @@ async fn watch_loop(engine: Arc<Engine>, lock: Arc<Lock>) {
                     return;
                 }
             },
+            // A value that is not a lock record of ours now sits at the key:
+            // someone else wrote it.
+            Err(StoreError::Foreign { .. }) => {
+                if lock.is_holding() {
+                    lock.mark_lost(LostReason::TakenOver);
+                }
+                return;
+            }
             Err(_) => {
                 engine
                     .sleep_bounded(engine.retry_delay(&lock, attempt), None)
