@@ -72,6 +72,7 @@ def main():
     for node in sorted(edges):
         if colour.get(node) is None:
             visit(node)
+    problems.extend(file_cycles())
     if problems:
         for problem in problems:
             print(f"check_layers: {problem}")
@@ -79,6 +80,61 @@ def main():
     print(f"check_layers: {len(modules)} modules of lock-runtime, no import cycle, "
           f"the engine imports only {', '.join(sorted(ENGINE_MAY_IMPORT))}")
     return 0
+
+
+def file_cycles():
+    """Import cycles among the files (modules and submodules) of lock-runtime/src."""
+    files = {}
+    for folder, _, names in os.walk(SRC):
+        for name in names:
+            if name.endswith(".rs"):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, SRC)[:-3].split(os.sep)
+                if rel[-1] in ("mod", "lib"):
+                    rel = rel[:-1]
+                files[tuple(rel)] = path
+
+    def resolve(parts):
+        for n in range(len(parts), 0, -1):
+            if tuple(parts[:n]) in files:
+                return tuple(parts[:n])
+        return None
+
+    edges = {}
+    for module, path in files.items():
+        if module == ():
+            continue
+        with open(path, encoding="utf-8") as handle:
+            text = code(handle.read())
+        outs = set()
+        for m in re.finditer(r"\bcrate::((?:\w+::)*\w+)", text):
+            outs.add(resolve(m.group(1).split("::")))
+        parent = module[:-1] if not path.endswith("mod.rs") else module
+        for m in re.finditer(r"\bsuper::((?:\w+::)*\w+)", text):
+            base = list(parent[:-1] if path.endswith("mod.rs") else parent)
+            outs.add(resolve(base + m.group(1).split("::")))
+        # A module declaring or re-exporting its own children is not an import.
+        edges[module] = {t for t in outs if t and t != module and t[: len(module)] != module}
+    found = []
+    colour = {}
+    stack = []
+
+    def visit(node):
+        colour[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if colour.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                found.append("import cycle among files: " + " -> ".join("/".join(c) for c in cycle))
+            elif colour.get(nxt) is None:
+                visit(nxt)
+        stack.pop()
+        colour[node] = 2
+
+    for node in sorted(edges):
+        if colour.get(node) is None:
+            visit(node)
+    return found
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
+pub use super::trace::Writer;
 use super::trace::{Event, Trace};
 use crate::store::{
     Backoff, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
@@ -48,17 +49,6 @@ impl StoreMode {
             } => "cas-4.1",
         }
     }
-}
-
-/// Who made a write recorded in [`SimStore::write_at`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Writer {
-    /// A client request (through [`CompareExchange`] or a [`super::SimNet`] handle).
-    Client,
-    /// An operator action ([`SimStore::force_delete`], [`SimStore::force_overwrite`]).
-    Operator,
-    /// The server itself: a lease expired or was revoked and took the key along.
-    Lease,
 }
 
 /// One write in the store's history, by index.

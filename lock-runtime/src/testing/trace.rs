@@ -7,8 +7,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::store::Writer;
 use crate::store::LeaseId;
+
+/// Who made a write recorded in [`SimStore::write_at`](super::SimStore::write_at).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Writer {
+    /// A client request (through [`CompareExchange`](crate::store::CompareExchange) or a
+    /// [`super::SimNet`] handle).
+    Client,
+    /// An operator action ([`SimStore::force_delete`](super::SimStore::force_delete),
+    /// [`SimStore::force_overwrite`](super::SimStore::force_overwrite)).
+    Operator,
+    /// The server itself: a lease expired or was revoked and took the key along.
+    Lease,
+}
 
 /// A request a client sent through a [`super::SimNet`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
