@@ -138,16 +138,6 @@ async fn run_job(engine: Arc<Engine>, job: Job) {
 }
 
 impl Engine {
-    /// Nothing of ours is at the key any more (released, or someone else's
-    /// now). A write of ours that got no answer may still land there later
-    /// (`State::stray`): then look again in the background for a while
-    /// (`cleanup` does, until a ttl after our last write), and on lease
-    /// stores never use that lease again, so it is revoked once idle.
-    pub(super) fn released(self: &Arc<Self>, lock: &Arc<Lock>) {
-        // `forget` retires the lease and hands the late-record search over.
-        self.forget(lock);
-    }
-
     /// Whether a cleanup of `lock` should go on retrying.
     fn keep_trying(&self, lock: &Lock) -> bool {
         if !self.is_closed() {
@@ -185,7 +175,7 @@ pub(super) async fn delete_ours(
                     key: &lock.key,
                     token: lock.token(),
                 });
-                engine.released(lock);
+                engine.forget(lock);
                 return Ok(());
             }
             Ok(DeleteOutcome::Conflict { current }) => classify(current, &lock.record),
@@ -208,13 +198,13 @@ pub(super) async fn delete_ours(
                     key: &lock.key,
                     token: lock.token(),
                 });
-                engine.released(lock);
+                engine.forget(lock);
                 return Ok(());
             }
             Seen::Absent | Seen::Other(_) => {
                 // Someone deleted or took it over before we released it.
                 lock.mark_lost(LostReason::TakenOver);
-                engine.released(lock);
+                engine.forget(lock);
                 return Err(lost_error(lock, LostReason::TakenOver));
             }
         }

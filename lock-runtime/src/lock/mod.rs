@@ -196,7 +196,7 @@ impl Engine {
                 if lock.phase() == state::Phase::Cleanup {
                     self.hand_over(Job::Cleanup(Arc::clone(lock)));
                 } else {
-                    self.released(lock);
+                    self.forget(lock);
                 }
                 Err(lost_error(lock, reason))
             }
@@ -224,7 +224,7 @@ impl Engine {
                 if lock.phase() == state::Phase::Cleanup {
                     self.hand_over(Job::Cleanup(Arc::clone(lock)));
                 } else {
-                    self.released(lock);
+                    self.forget(lock);
                 }
             }
             Release::Now(index) => self.hand_over(Job::Release(Arc::clone(lock), index, false)),
@@ -303,7 +303,8 @@ impl Engine {
         }
     }
 
-    /// Removes a finished lock from the background task's care. If a write
+    /// Removes a finished lock from the background task's care (released, or
+    /// someone else's now). If a write
     /// of it may still land (its answer was lost), its lease is retired
     /// (revoked once idle, so a late record cannot stay on a live lease) and
     /// the background task looks for a late record of ours for a while.
