@@ -193,11 +193,7 @@ impl Engine {
                 Ok(())
             }
             Release::Lost(reason) => {
-                if lock.phase() == state::Phase::Cleanup {
-                    self.hand_over(Job::Cleanup(Arc::clone(lock)));
-                } else {
-                    self.forget(lock);
-                }
+                self.lost_released(lock);
                 Err(lost_error(lock, reason))
             }
             Release::Now(index) => {
@@ -220,14 +216,18 @@ impl Engine {
         match lock.begin_release(self.clock.now()) {
             Release::Done => {}
             Release::Scheduled(at) => self.wake_by(at),
-            Release::Lost(_) => {
-                if lock.phase() == state::Phase::Cleanup {
-                    self.hand_over(Job::Cleanup(Arc::clone(lock)));
-                } else {
-                    self.forget(lock);
-                }
-            }
+            Release::Lost(_) => self.lost_released(lock),
             Release::Now(index) => self.hand_over(Job::Release(Arc::clone(lock), index, false)),
+        }
+    }
+
+    /// A lost lock is released: if its record may still be ours (lost by
+    /// deadline, not taken over), the background task deletes it.
+    fn lost_released(self: &Arc<Self>, lock: &Arc<Lock>) {
+        if lock.phase() == state::Phase::Cleanup {
+            self.hand_over(Job::Cleanup(Arc::clone(lock)));
+        } else {
+            self.forget(lock);
         }
     }
 
