@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use lock_runtime::{LockClient, LockOptions, Wait};
+//! use distlock::{LockClient, LockOptions, Wait};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let client = LockClient::memory();
@@ -28,9 +28,11 @@
 //!
 //! let next = client.acquire_with("orders/7", &options).await?;
 //! assert!(next.token() > token);
-//! # Ok::<(), lock_runtime::LockError>(())
+//! # Ok::<(), distlock::LockError>(())
 //! # }).unwrap();
 //! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]
