@@ -102,6 +102,10 @@ pub use lock_runtime::{
     SystemClock, Wait, WallClock, current, install, installed, parse_duration, store, validate_key,
 };
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use lock_runtime::testing;
+
 /// What `#[distributed_lock]` expands to call. Not a public API: it changes
 /// without notice.
 #[doc(hidden)]

@@ -48,10 +48,15 @@
 //!     .unwrap();
 //! ```
 
+pub mod conformance;
+pub mod faults;
 mod net;
+mod observer;
 mod store;
 mod trace;
 
+pub use conformance::unique_key;
 pub use net::{FaultPlan, NetConfig, SimClient, SimNet};
+pub use observer::Observer;
 pub use store::{SimStore, StoreMode, Write, Writer, lease_secs};
 pub use trace::{Event, Fate, Outcome, Request, Trace};
