@@ -642,11 +642,11 @@ pub async fn watch_contract(backend: &Backend) -> Result<(), Failure> {
             let answer = check
                 .within(
                     prompt,
-                    "a watch of an absent key that exists",
+                    "a watch expecting the key absent while it exists",
                     store.watch(&key, None),
                 )
                 .await?;
-            check.ok("a watch of an absent key that exists", answer)?;
+            check.ok("a watch expecting the key absent while it exists", answer)?;
             let second = check.swapped(
                 "put",
                 store
@@ -823,8 +823,8 @@ pub async fn bad_input_gets_typed_errors(backend: &Backend) -> Result<(), Failur
 /// Invariants 1 and 2 under contention: `clients` clients (each on its own
 /// connection) make `cycles` acquire/release cycles each on one key, checked
 /// by an independent [`Observer`]: never two holders inside at once, fencing
-/// tokens strictly increasing, every cycle run. Returns the observer (for
-/// figures).
+/// tokens strictly increasing, no holder told it lost its lock, every cycle
+/// run. Returns the observer (for figures).
 pub async fn never_two_holders(
     backend: &Backend,
     clients: usize,
@@ -835,58 +835,85 @@ pub async fn never_two_holders(
     let check = &check;
     check
         .limited(async {
-            let observer = Arc::new(Observer::default());
-            let mut tasks = JoinSet::new();
+            let mut contenders = Vec::with_capacity(clients);
             for _ in 0..clients {
-                let client = backend
-                    .client(LockOptions::default().ttl(Duration::from_secs(10)))
-                    .await?;
-                let (observer, key) = (Arc::clone(&observer), key.clone());
-                let (backend_name, check_key) = (backend.name.clone(), check.key.clone());
-                tasks.spawn(async move {
-                    let fail = |problem: String| Failure {
-                        backend: backend_name.clone(),
-                        check: "never_two_holders",
-                        key: check_key.clone(),
-                        problem,
-                    };
-                    for _ in 0..cycles {
-                        let guard = client
-                            .acquire(&key)
-                            .await
-                            .map_err(|e| fail(format!("acquire failed under contention: {e}")))?;
-                        observer.enter(guard.token());
-                        tokio::task::yield_now().await;
-                        observer.exit();
-                        guard
-                            .release()
-                            .await
-                            .map_err(|e| fail(format!("release failed under contention: {e}")))?;
-                    }
-                    Ok(())
-                });
+                let options = LockOptions::default().ttl(Duration::from_secs(10));
+                contenders.push(backend.client(options).await?);
             }
-            join_all(check, tasks).await?;
+            let (observer, _) =
+                contend(check, &key, contenders, cycles, |_| Duration::ZERO).await?;
             let expected = (clients * cycles) as u64;
             check.ensure(observer.entries() == expected, || {
                 format!("{} of {expected} cycles ran", observer.entries())
             })?;
-            check.ensure(observer.overlaps() == 0, || {
-                format!(
-                    "two holders were inside at once {} times (at most {} at once)",
-                    observer.overlaps(),
-                    observer.most_inside()
-                )
-            })?;
-            check.ensure(observer.token_regressions() == 0, || {
-                format!(
-                    "fencing tokens must strictly increase: {} did not",
-                    observer.token_regressions()
-                )
-            })?;
             Ok(observer)
         })
         .await
+}
+
+/// `clients` contend for `key`, `cycles` acquire/release cycles each, watched
+/// by one observer; a holder stays inside for `hold(token)` (zero: a yield).
+/// Fails on an overlap, a token regression, or a holder whose lock was lost;
+/// returns the observer and the takeovers the clients counted.
+async fn contend(
+    check: &Check<'_>,
+    key: &str,
+    clients: Vec<LockClient>,
+    cycles: usize,
+    hold: fn(u64) -> Duration,
+) -> Result<(Arc<Observer>, u64), Failure> {
+    let observer = Arc::new(Observer::default());
+    let mut tasks = JoinSet::new();
+    for client in clients {
+        let (observer, key) = (Arc::clone(&observer), key.to_owned());
+        let template = check.fail(String::new());
+        tasks.spawn(async move {
+            let fail = |problem: String| Failure {
+                problem,
+                ..template.clone()
+            };
+            for _ in 0..cycles {
+                let guard = client
+                    .acquire(&key)
+                    .await
+                    .map_err(|e| fail(format!("acquire failed under contention: {e}")))?;
+                observer.enter(guard.token());
+                match hold(guard.token()) {
+                    Duration::ZERO => tokio::task::yield_now().await,
+                    time => sleep(time).await,
+                }
+                let lost = guard.lost_signal().reason();
+                observer.exit();
+                if let Some(reason) = lost {
+                    return Err(fail(format!(
+                        "{} lost a healthy lock (token {}): {reason}",
+                        client.owner(),
+                        guard.token()
+                    )));
+                }
+                guard
+                    .release()
+                    .await
+                    .map_err(|e| fail(format!("release failed under contention: {e}")))?;
+            }
+            Ok(client.stats().takeovers)
+        });
+    }
+    let takeovers = join_all(check, tasks).await?.into_iter().sum();
+    check.ensure(observer.overlaps() == 0, || {
+        format!(
+            "two holders were inside at once {} times (at most {} at once)",
+            observer.overlaps(),
+            observer.most_inside()
+        )
+    })?;
+    check.ensure(observer.token_regressions() == 0, || {
+        format!(
+            "fencing tokens must strictly increase: {} did not",
+            observer.token_regressions()
+        )
+    })?;
+    Ok((observer, takeovers))
 }
 
 /// Invariant 3: a holder whose lock was taken over (it could not renew, and
@@ -904,7 +931,11 @@ pub async fn stale_holder_cannot_release_or_renew(backend: &Backend) -> Result<(
             let stale_token = stale.token();
             link.cut();
             check
-                .within(ttl * 2, "the lost signal of a holder that cannot renew", stale.lost())
+                .within(
+                    ttl * 2,
+                    "the lost signal of a holder that cannot renew",
+                    stale.lost(),
+                )
                 .await?;
             let options = LockOptions::default().ttl(ttl).wait(Wait::For(ttl * 10));
             let fresh = check.locked("the takeover", b.acquire_with(&key, &options).await)?;
@@ -927,12 +958,19 @@ pub async fn stale_holder_cannot_release_or_renew(backend: &Backend) -> Result<(
             }
             let store = backend.store().await?;
             let entry = check.ok("get", store.get(&key).await)?;
-            check.ensure(
-                entry.as_ref().is_some_and(|e| e.record.owner.as_ref() == b.owner()),
-                || format!("the new holder must still hold the lock after a stale release, got {entry:?}"),
-            )?;
+            let still = entry
+                .as_ref()
+                .is_some_and(|e| e.record.owner.as_ref() == b.owner());
+            check.ensure(still, || {
+                format!("the new holder must still hold the lock after a stale release: {entry:?}")
+            })?;
             let renewal = store
-                .put(&key, &record(a.owner(), 0), Expect::Index(stale_token), None)
+                .put(
+                    &key,
+                    &record(a.owner(), 0),
+                    Expect::Index(stale_token),
+                    None,
+                )
                 .await;
             check.ensure(matches!(renewal, Ok(PutOutcome::Conflict { .. })), || {
                 format!("a stale renewal (a put on the old index) must conflict, got {renewal:?}")
@@ -1052,11 +1090,14 @@ pub async fn renewal_keeps_and_loss_cancels(backend: &Backend) -> Result<(), Fai
             let (link, a, b) = backend.faulty_pair(ttl).await?;
             let guard = check.locked("acquire", a.acquire(&key).await)?;
             sleep(ttl * 4).await;
-            check.ensure(!guard.is_lost(), || {
-                format!("a renewed lock must stay held past its ttl, lost: {:?}", guard.lost_signal().reason())
+            let lost = guard.lost_signal().reason();
+            check.ensure(lost.is_none(), || {
+                format!("a renewed lock must stay held past its ttl, lost: {lost:?}")
             })?;
             let other = check.locked("try_acquire", b.try_acquire(&key).await)?;
-            check.ensure(other.is_none(), || "others must not get a renewed lock".to_owned())?;
+            check.ensure(other.is_none(), || {
+                "others must not get a renewed lock".to_owned()
+            })?;
             check.locked("release", guard.release().await)?;
 
             let cutter = link.clone();
@@ -1070,8 +1111,11 @@ pub async fn renewal_keeps_and_loss_cancels(backend: &Backend) -> Result<(), Fai
             link.heal();
             match outcome {
                 Err(LockError::Lost {
-                    reason:
-                        LostReason::RenewalTimedOut | LostReason::TakenOver | LostReason::LeaseExpired,
+                    reason: LostReason::RenewalTimedOut,
+                    ..
+                })
+                | Err(LockError::Lost {
+                    reason: LostReason::TakenOver | LostReason::LeaseExpired,
                     ..
                 }) => Ok(()),
                 other => Err(check.fail(format!(
@@ -1084,8 +1128,9 @@ pub async fn renewal_keeps_and_loss_cancels(backend: &Backend) -> Result<(), Fai
 }
 
 /// Clients whose wall clocks are an hour ahead and an hour behind contend
-/// with a correct one, `cycles` times each: no overlap, no token regression,
-/// no takeover of a healthy holder (no decision compares wall clocks).
+/// with a correct one, `cycles` times each, sometimes holding across
+/// renewals: no overlap, no token regression, no lost lock, no takeover of a
+/// healthy holder (no decision compares wall clocks).
 pub async fn skewed_wall_clocks_change_nothing(
     backend: &Backend,
     cycles: usize,
@@ -1095,69 +1140,27 @@ pub async fn skewed_wall_clocks_change_nothing(
     let check = &check;
     check
         .limited(async {
-            let observer = Arc::new(Observer::default());
-            let mut tasks = JoinSet::new();
+            let mut contenders = Vec::with_capacity(3);
             for (ahead, offset) in [(true, 3600), (false, 3600), (true, 0)] {
                 let clock = SkewedClock {
                     ahead,
                     offset: Duration::from_secs(offset),
                 };
+                let options = LockOptions::default().ttl(Duration::from_millis(500));
                 let client = backend
-                    .client_with(
-                        LockOptions::default().ttl(Duration::from_millis(500)),
-                        |b| b.wall_clock(clock),
-                    )
+                    .client_with(options, |b| b.wall_clock(clock))
                     .await?;
-                let (observer, key) = (Arc::clone(&observer), key.clone());
-                let (backend_name, check_key) = (backend.name.clone(), check.key.clone());
-                tasks.spawn(async move {
-                    let fail = |problem: String| Failure {
-                        backend: backend_name.clone(),
-                        check: "skewed_wall_clocks_change_nothing",
-                        key: check_key.clone(),
-                        problem,
-                    };
-                    for _ in 0..cycles {
-                        let guard = client
-                            .acquire(&key)
-                            .await
-                            .map_err(|e| fail(format!("acquire failed: {e}")))?;
-                        observer.enter(guard.token());
-                        // Hold across several renewals now and then.
-                        if guard.token() % 7 == 0 {
-                            sleep(Duration::from_millis(400)).await;
-                        } else {
-                            tokio::task::yield_now().await;
-                        }
-                        let lost = guard.is_lost();
-                        observer.exit();
-                        if lost {
-                            return Err(fail(format!(
-                                "a holder whose wall clock is {offset} s {} lost a healthy lock",
-                                if ahead { "ahead" } else { "behind" }
-                            )));
-                        }
-                        guard
-                            .release()
-                            .await
-                            .map_err(|e| fail(format!("release failed: {e}")))?;
-                    }
-                    Ok(client.stats().takeovers)
-                });
+                contenders.push(client);
             }
-            let takeovers: u64 = join_all(check, tasks).await?.into_iter().sum();
-            check.ensure(observer.overlaps() == 0, || {
-                format!(
-                    "two holders were inside at once {} times",
-                    observer.overlaps()
-                )
-            })?;
-            check.ensure(observer.token_regressions() == 0, || {
-                format!(
-                    "fencing tokens must strictly increase: {} did not",
-                    observer.token_regressions()
-                )
-            })?;
+            // Hold across several renewals now and then.
+            let hold = |token| {
+                if token % 7 == 0 {
+                    Duration::from_millis(400)
+                } else {
+                    Duration::ZERO
+                }
+            };
+            let (_, takeovers) = contend(check, &key, contenders, cycles, hold).await?;
             check.ensure(takeovers == 0, || {
                 format!("healthy holders must never be taken over, {takeovers} were")
             })
