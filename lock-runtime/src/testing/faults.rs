@@ -536,3 +536,158 @@ impl WallClock for SkewedClock {
         skewed.unwrap_or(now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn record(nonce: u64) -> Record {
+        Record {
+            owner: "t".into(),
+            nonce,
+            ttl_ms: 1000,
+            written_at_ms: 0,
+        }
+    }
+
+    fn link() -> (MemoryStore, Faults<MemoryStore>) {
+        let store = MemoryStore::new();
+        (store.clone(), Faults::new(store))
+    }
+
+    fn transient<T: fmt::Debug>(result: &Result<T, StoreError>) -> bool {
+        matches!(result, Err(e) if e.is_transient())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_link_fails_unapplied_after_the_timeout_until_healed() {
+        let (store, link) = link();
+        link.no_answer_after(Duration::from_millis(10));
+        link.cut();
+        let started = Instant::now();
+        let put = link.put("k", &record(1), Expect::Absent, None).await;
+        assert!(transient(&put), "{put:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(10));
+        assert_eq!(store.get("k").await.ok(), Some(None), "applied while cut");
+        link.heal();
+        let put = link.put("k", &record(1), Expect::Absent, None).await;
+        assert!(matches!(put, Ok(PutOutcome::Swapped { .. })), "{put:?}");
+        assert_eq!(link.calls().of(Op::Put), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_is_not_healed() {
+        let (_, link) = link();
+        link.crash();
+        link.heal();
+        assert!(link.is_cut());
+        assert!(transient(&link.get("k").await));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cut_after_lets_that_many_calls_of_its_kind_through() {
+        let (_, link) = link();
+        link.cut_after(Op::Put, 1);
+        assert!(link.get("k").await.is_ok(), "other kinds do not count");
+        let first = link.put("k", &record(1), Expect::Absent, None).await;
+        assert!(first.is_ok(), "{first:?}");
+        let second = link.put("k", &record(2), Expect::Absent, None).await;
+        assert!(transient(&second), "{second:?}");
+        assert!(link.is_cut());
+        assert!(transient(&link.get("k").await), "the whole link is cut");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_answer_was_applied() {
+        let (store, link) = link();
+        link.lose_answers(Op::Put, 1);
+        let put = link.put("k", &record(1), Expect::Absent, None).await;
+        assert!(transient(&put), "{put:?}");
+        let entry = store.get("k").await.ok().flatten();
+        assert_eq!(
+            entry.map(|e| e.record.nonce),
+            Some(1),
+            "the put took effect"
+        );
+        let again = link.put("k", &record(2), Expect::Absent, None).await;
+        assert!(
+            matches!(again, Ok(PutOutcome::Conflict { .. })),
+            "{again:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_put_lands_at_its_instant_after_its_caller_gave_up() {
+        let (store, link) = link();
+        link.no_answer_after(Duration::from_millis(10));
+        let at = Instant::now() + Duration::from_millis(50);
+        link.late_put(at);
+        let put = link.put("k", &record(1), Expect::Absent, None).await;
+        assert!(transient(&put), "{put:?}");
+        assert_eq!(store.get("k").await.ok(), Some(None), "landed early");
+        sleep_until(at).await;
+        tokio::task::yield_now().await;
+        let entry = store.get("k").await.ok().flatten();
+        assert_eq!(entry.map(|e| e.record.nonce), Some(1), "never landed");
+        let next = link.put("j", &record(2), Expect::Absent, None).await;
+        assert!(next.is_ok(), "only the next put is late: {next:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_are_per_kind() {
+        let (_, link) = link();
+        link.delay(Op::Put, Duration::from_millis(30));
+        let started = Instant::now();
+        let _ = link.get("k").await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        let _ = link.put("k", &record(1), Expect::Absent, None).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(30));
+        link.delay_all(Duration::from_millis(5));
+        let _ = link.get("k").await;
+        assert_eq!(started.elapsed(), Duration::from_millis(35));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_fails_for_good_and_not_transiently() {
+        let (_, link) = link();
+        link.budget(2);
+        assert!(link.get("k").await.is_ok());
+        assert!(link.get("k").await.is_ok());
+        let third = link.get("k").await;
+        assert!(
+            matches!(&third, Err(e @ StoreError::Backend { .. }) if !e.is_transient()),
+            "{third:?}"
+        );
+        assert_eq!(link.calls().total(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hidden_capabilities_are_unsupported() {
+        let (_, link) = link();
+        assert!(link.capabilities().watch);
+        let link = link.with_capabilities(Capabilities::NONE);
+        assert_eq!(link.capabilities(), Capabilities::NONE);
+        let watch = link.watch("k", None).await;
+        assert!(
+            matches!(watch, Err(StoreError::Unsupported(_))),
+            "{watch:?}"
+        );
+        let grant = link.grant_lease(Duration::from_secs(1)).await;
+        assert!(
+            matches!(grant, Err(StoreError::Unsupported(_))),
+            "{grant:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clones_share_switches_and_counts() {
+        let (_, link) = link();
+        let other = link.clone();
+        other.cut();
+        assert!(link.is_cut());
+        let _ = link.get("k").await;
+        assert_eq!(other.calls().of(Op::Get), 1);
+        assert!(format!("{link:?}").contains("Faults"));
+    }
+}
