@@ -39,8 +39,9 @@
 //!   [`PutOutcome::Conflict`], with the current entry when the backend knows it
 //!   in the same round trip (`None` is allowed: the algorithm reads it).
 //! - [`CompareExchange::delete`]: deletes only if the entry has exactly that
-//!   index ([`DeleteOutcome::Deleted`]); otherwise [`DeleteOutcome::Conflict`],
-//!   also for an absent key.
+//!   index ([`DeleteOutcome::Deleted`]); otherwise [`DeleteOutcome::Conflict`].
+//!   (A replay of a delete that was applied may answer `Deleted` again, as
+//!   RavenDB's idempotent requests do.)
 //! - **Contention is data, failure is an error.** A lost race is never a
 //!   [`StoreError`]. A request whose outcome is unknown (refused, timed out,
 //!   no leader) is [`StoreError::Unavailable`], never a guessed conflict or

@@ -596,10 +596,6 @@ pub async fn store_contract(backend: &Backend) -> Result<(), Failure> {
             check.ensure(gone.is_none(), || {
                 format!("a deleted key must read as absent, got {gone:?}")
             })?;
-            let absent = check.ok("delete", store.delete(&key, second).await)?;
-            check.ensure(matches!(absent, DeleteOutcome::Conflict { .. }), || {
-                format!("a delete of an absent key must conflict, got {absent:?}")
-            })?;
             let outcome = check.ok(
                 "put",
                 store.put(&key, &a, Expect::Index(second), None).await,
