@@ -214,6 +214,31 @@
 //! - Takeover of a crashed holder happens only after its record stayed
 //!   unchanged for its full ttl on the local monotonic clock: no two machines'
 //!   wall clocks are ever compared.
+//!
+//! ## Writing a backend
+//!
+//! A backend is an implementation of [`store::CompareExchange`]: get, a
+//! conditional put, a conditional delete, and optionally watch and server
+//! leases. The [`store`] module docs give the contract, method by method. The
+//! backend kit (feature `testing`, in your dev-dependencies:
+//! `distlock = { version = "0.1", features = ["testing"] }`) holds the
+//! conformance suite that checks it, fault-injecting wrappers and a
+//! deterministic simulation. A conformance test, here on the in-memory store:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
+//! use distlock::store::Capabilities;
+//! use distlock::store::memory::MemoryStore;
+//! use distlock::testing::conformance::{self, Backend};
+//!
+//! // Connections that share one store (for a server: one new client per call of
+//! // the closure given to `Backend::new`), declared with the capabilities it has.
+//! let backend = Backend::shared("memory", Capabilities::NONE.with_watch(true), MemoryStore::new());
+//! let report = conformance::run_all(&backend).await?;
+//! assert!(report.skipped().contains(&"lease_contract")); // no server leases
+//! # Ok::<(), conformance::Failure>(())
+//! # }).unwrap();
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -224,6 +249,10 @@ pub use lock_runtime::{
     LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError,
     SystemClock, Wait, WallClock, current, install, installed, parse_duration, store, validate_key,
 };
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use lock_runtime::testing;
 
 /// What `#[distributed_lock]` expands to call. Not a public API: it changes
 /// without notice.

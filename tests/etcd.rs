@@ -6,7 +6,6 @@
 //! the `distlock` CLI as its holder process, so it needs the `cli` feature too).
 #![cfg(feature = "etcd")]
 
-mod common;
 mod support {
     pub mod etcd;
     pub mod ports;
@@ -15,7 +14,10 @@ mod support {
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::conformance::{self, Backend};
+use distlock::store::Capabilities;
+use distlock::testing::conformance::{self, Backend};
+use distlock::testing::faults::{Calls, Faults, Op};
+use distlock::testing::{Observer, unique_key};
 use distlock::{LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::etcd::{EtcdConfigError, EtcdStore, etcd_client};
 use lock_runtime::store::{
@@ -664,15 +666,15 @@ fn malformed_urls_are_typed_errors() {
 /// Every "connection" is a new `EtcdStore` (its own gRPC channels) on the same endpoints,
 /// as separate service instances would have.
 fn etcd_backend(urls: Vec<String>, request_timeout: Duration) -> Backend {
-    Backend::new("etcd", move || {
+    let capabilities = Capabilities::NONE.with_watch(true).with_leases(true);
+    Backend::new("etcd", capabilities, move || {
         let store = EtcdStore::builder()
             .endpoints(urls.iter().cloned())
             .prefix("conformance/")
             .request_timeout(request_timeout)
             .connect_timeout(request_timeout)
-            .build()
-            .unwrap_or_else(|e| panic!("building the store: {e}"));
-        async move { Arc::new(store) as Arc<dyn CompareExchange> }
+            .build();
+        async move { store }
     })
 }
 
@@ -680,15 +682,21 @@ fn etcd_backend(urls: Vec<String>, request_timeout: Duration) -> Backend {
 async fn conformance_suite_passes_on_a_single_node() {
     let etcd = EtcdCluster::single();
     let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
-    conformance::run_all(&backend, 4, 100).await;
+    conformance::run_all(&backend.contention(4, 100))
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_clients_a_thousand_contended_cycles_never_two_holders() {
     let etcd = EtcdCluster::single();
-    let backend = etcd_backend(etcd.client_urls(), Duration::from_secs(1));
+    // The limit is for hangs only: 8,000 contended cycles on two busy cores take a while.
+    let backend = etcd_backend(etcd.client_urls(), Duration::from_secs(1))
+        .time_limit(Duration::from_secs(900));
     let started = Instant::now();
-    let observer = conformance::never_two_holders(&backend, 8, 1_000).await;
+    let observer = conformance::never_two_holders(&backend, 8, 1_000)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
     println!(
         "etcd: {} contended cycles by 8 clients in {:?}, most holders at once {}, \
          overlaps {}, token regressions {}",
@@ -759,8 +767,8 @@ impl Progress {
 async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders() {
     let mut etcd = EtcdCluster::cluster(3);
     let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
-    let key = common::unique("cluster/contended");
-    let observer = Arc::new(common::Observer::default());
+    let key = unique_key("cluster/contended");
+    let observer = Arc::new(Observer::default());
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let options = LockOptions::default()
@@ -769,7 +777,10 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let client = backend.client(options.clone()).await;
+        let client = backend
+            .client(options.clone())
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"));
         let (observer, progress, stop, key) = (
             Arc::clone(&observer),
             Arc::clone(&progress),
@@ -905,7 +916,7 @@ async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before()
 
     let etcd = EtcdCluster::single();
     let url = format!("etcd://127.0.0.1:{}/crash", etcd.client_port(0));
-    let key = common::unique("crash/holder");
+    let key = unique_key("crash/holder");
     let ttl = Duration::from_secs(2);
     // The holder is a real process: the `distlock run` CLI holding the lock
     // while its command sleeps (exec, so the command keeps the shell's PID).
@@ -984,79 +995,9 @@ async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before()
     );
 }
 
-/// Counts the requests a lock client sends, by kind.
-#[derive(Debug, Default)]
-struct Counts {
-    gets: std::sync::atomic::AtomicU64,
-    puts: std::sync::atomic::AtomicU64,
-    deletes: std::sync::atomic::AtomicU64,
-    keep_alives: std::sync::atomic::AtomicU64,
-    other: std::sync::atomic::AtomicU64,
-}
-
-impl Counts {
-    fn total(&self) -> u64 {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.gets.load(Relaxed)
-            + self.puts.load(Relaxed)
-            + self.deletes.load(Relaxed)
-            + self.keep_alives.load(Relaxed)
-            + self.other.load(Relaxed)
-    }
-}
-
-#[derive(Debug)]
-struct Counting {
-    inner: EtcdStore,
-    counts: Arc<Counts>,
-}
-
-fn bump(counter: &std::sync::atomic::AtomicU64) {
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
-#[distlock::store::async_trait]
-impl CompareExchange for Counting {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> lock_runtime::store::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &str) -> Result<Option<lock_runtime::store::Entry>, StoreError> {
-        bump(&self.counts.gets);
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        record: &Record,
-        expect: Expect,
-        lease: Option<LeaseId>,
-    ) -> Result<PutOutcome, StoreError> {
-        bump(&self.counts.puts);
-        self.inner.put(key, record, expect, lease).await
-    }
-    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
-        bump(&self.counts.deletes);
-        self.inner.delete(key, index).await
-    }
-    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
-        bump(&self.counts.other);
-        self.inner.watch(key, seen).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        bump(&self.counts.other);
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
-        bump(&self.counts.keep_alives);
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        bump(&self.counts.other);
-        self.inner.revoke_lease(lease).await
-    }
+/// The watches, lease grants and revocations among `calls`.
+fn others(calls: Calls) -> u64 {
+    calls.of(Op::Watch) + calls.of(Op::GrantLease) + calls.of(Op::RevokeLease)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1064,12 +1005,13 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
     const LOCKS: usize = 10_000;
     const HOLD: Duration = Duration::from_secs(30);
     let etcd = EtcdCluster::single();
-    let counts = Arc::new(Counts::default());
-    let store = Counting {
-        // Not a timeout test: 10,000 acquires in batches may queue on two busy cores.
-        inner: store_with_timeout(&etcd.client_urls(), Duration::from_secs(5)),
-        counts: Arc::clone(&counts),
-    };
+    // Counts the requests the lock client sends, by kind. Not a timeout test: 10,000
+    // acquires in batches may queue on two busy cores.
+    let store = Faults::new(store_with_timeout(
+        &etcd.client_urls(),
+        Duration::from_secs(5),
+    ));
+    let counts = store.clone();
     let client = LockClient::builder(store)
         .defaults(
             LockOptions::default()
@@ -1107,16 +1049,11 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
         "{LOCKS} held-key watches on {streams} streams"
     );
 
-    let before = counts.total();
-    let keep_alives_before = counts
-        .keep_alives
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let before = counts.calls().total();
+    let keep_alives_before = counts.calls().of(Op::KeepAlive);
     tokio::time::sleep(HOLD).await;
-    let during = counts.total() - before;
-    let keep_alives = counts
-        .keep_alives
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - keep_alives_before;
+    let during = counts.calls().total() - before;
+    let keep_alives = counts.calls().of(Op::KeepAlive) - keep_alives_before;
     assert!(guards.iter().all(|g| !g.is_lost()), "a held lock was lost");
 
     let release_started = Instant::now();
@@ -1719,15 +1656,12 @@ async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
     const IDLE: Duration = Duration::from_secs(9);
     let etcd = EtcdCluster::single();
     let store = store_for(&etcd.client_urls());
-    let counts = Arc::new(Counts::default());
+    let counts = Faults::new(store.clone());
     // The default ttl (30 s): one keep-alive every 10 s, so nothing else keeps the
     // connection busy during the idle time.
-    let client = LockClient::builder(Counting {
-        inner: store.clone(),
-        counts: Arc::clone(&counts),
-    })
-    .build()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let client = LockClient::builder(counts.clone())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let guard = client
         .acquire("idle/held")
         .await
@@ -1746,15 +1680,9 @@ async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
         tokio::spawn(async move { store.watch("idle/plain", Some(index)).await })
     };
     wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v >= 2.0).await;
-    let before = (
-        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
-        counts.other.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let before = (counts.calls().of(Op::Get), others(counts.calls()));
     tokio::time::sleep(IDLE).await;
-    let after = (
-        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
-        counts.other.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let after = (counts.calls().of(Op::Get), others(counts.calls()));
     assert!(
         !watcher.is_finished(),
         "an idle watch ended: {:?}",

@@ -13,7 +13,6 @@
 //! memory dropped-future test run. Set `DISTLOCK_FAULT_SEED` to replay the random
 //! drop points of a run (each run prints its seed).
 
-mod common;
 mod support {
     #[cfg(feature = "etcd")]
     pub mod etcd;
@@ -31,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use distlock::testing::unique_key;
 use distlock::{LockClient, LockError, LockOptions, Wait};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -406,7 +406,7 @@ async fn dropped_futures_leave_no_key_held(
 ) {
     let seed = seed();
     println!("{backend}: dropped futures: {tries} tries, seed {seed} (DISTLOCK_FAULT_SEED)");
-    let prefix = common::unique(&format!("faults/dropped/{backend}"));
+    let prefix = unique_key(&format!("faults/dropped/{backend}"));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..tries {
@@ -874,7 +874,7 @@ mod scenarios {
             target.name,
             ms(partition)
         );
-        let key = common::unique("faults/partition-acquire");
+        let key = unique_key("faults/partition-acquire");
         let exclusion = Arc::new(Exclusion::default());
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
@@ -952,7 +952,7 @@ mod scenarios {
     /// A must be told lost before B's acquire returns.
     pub async fn partition_while_holding(target: &Target) {
         let round = format!("{} partition while holding", target.name);
-        let key = common::unique("faults/partition-hold");
+        let key = unique_key("faults/partition-hold");
         let exclusion = Arc::new(Exclusion::default());
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
@@ -1059,7 +1059,7 @@ mod scenarios {
             "run to its end"
         };
         let round = format!("{} partition during release ({variant})", target.name);
-        let key = common::unique("faults/partition-release");
+        let key = unique_key("faults/partition-release");
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
         let guard = a
@@ -1156,7 +1156,7 @@ mod scenarios {
     async fn lost_answers_round(target: Target, drop_for: Duration) -> Vec<String> {
         let mut failures = Vec::new();
         let round = format!("{} lost answers on acquire, {}", target.name, ms(drop_for));
-        let key = common::unique("faults/lost-answers");
+        let key = unique_key("faults/lost-answers");
         let exclusion = Arc::new(Exclusion::default());
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
@@ -1224,7 +1224,7 @@ mod scenarios {
         let timeout = Duration::from_secs(2);
         let a = (target.make)(&proxy.url(), timeout, TTL);
         let rival = (target.make)(direct_url, timeout, TTL);
-        let warm = common::unique("faults/dropped-warm-up");
+        let warm = unique_key("faults/dropped-warm-up");
         warm_up(&a, &warm).await;
         warm_up(&rival, &warm).await;
         dropped_futures_leave_no_key_held(target.name, a, rival, tries, spacing, TTL, SLACK).await;

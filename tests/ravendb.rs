@@ -6,7 +6,6 @@
 //! runs the `distlock` CLI as its holder process, so it needs the `cli` feature too).
 #![cfg(feature = "ravendb")]
 
-mod common;
 mod support {
     pub mod ports;
     pub mod ravendb;
@@ -15,8 +14,9 @@ mod support {
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::conformance::{self, Backend};
-use common::{Observer, unique};
+use distlock::store::Capabilities;
+use distlock::testing::conformance::{self, Backend};
+use distlock::testing::{Observer, unique_key as unique};
 use distlock::{LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::ravendb::{RavenDbConfigError, RavenDbError, RavenDbStore};
 use lock_runtime::store::{CompareExchange, DeleteOutcome, Expect, PutOutcome, Record, StoreError};
@@ -78,17 +78,9 @@ async fn raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_contract_holds_on_a_real_server() {
     let server = RavenServer::start().await;
-    let backend = {
-        let url = server.store_url();
-        Backend::new("ravendb", move || {
-            let url = url.clone();
-            async move {
-                let store = RavenDbStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
-                Arc::new(store) as Arc<dyn CompareExchange>
-            }
-        })
-    };
-    conformance::store_contract(&backend).await;
+    conformance::store_contract(&backend_for(&server))
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
 
     // Conflicts return the current entry; a stale delete conflicts and deletes nothing.
     let s = store(&server);
@@ -700,28 +692,33 @@ async fn tls_client_certificates_right_none_wrong() {
     );
 }
 
+/// Every "connection" is a new `RavenDbStore` on the server (compare-exchange only:
+/// no watch, no leases).
 fn backend_for(server: &RavenServer) -> Backend {
     let url = server.store_url();
-    Backend::new("ravendb", move || {
-        let url = url.clone();
-        async move {
-            let store = RavenDbStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
-            Arc::new(store) as Arc<dyn CompareExchange>
-        }
+    Backend::new("ravendb", Capabilities::NONE, move || {
+        let store = RavenDbStore::from_url(&url);
+        async move { store }
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_passes_on_ravendb() {
     let server = RavenServer::start().await;
-    conformance::run_all(&backend_for(&server), 4, 25).await;
+    conformance::run_all(&backend_for(&server).contention(4, 25))
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_clients_500_contended_cycles_never_overlap() {
     let server = RavenServer::start().await;
     let started = Instant::now();
-    let observer = conformance::never_two_holders(&backend_for(&server), 8, 500).await;
+    // 4,000 contended cycles take minutes on two busy cores: the limit is for hangs only.
+    let backend = backend_for(&server).time_limit(Duration::from_secs(900));
+    let observer = conformance::never_two_holders(&backend, 8, 500)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
     eprintln!(
         "ravendb: 8 clients x 500 contended cycles: {} entries, 0 overlaps, {:?}",
         observer.entries(),
