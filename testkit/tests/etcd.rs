@@ -1,15 +1,12 @@
 //! The etcd backend against real etcd processes (started on free loopback ports by
-//! `support/etcd.rs`). Needs `etcd` installed: run `scripts/etcd.sh` first; without it
+//! `testkit::etcd`). Needs `etcd` installed: run `scripts/etcd.sh` first; without it
 //! these tests fail and say so.
 //!
-//! Run: `cargo test --features etcd,cli --test etcd` (the killed-holder test runs
-//! the `distlock` CLI as its holder process, so it needs the `cli` feature too).
+//! Run: `cargo test -p testkit --features etcd --test etcd`. The killed-holder test,
+//! which runs the `distlock` CLI as its holder process, is in the root package's
+//! `tests/crashed_holder.rs` (only that package's tests can run its binary).
 #![cfg(feature = "etcd")]
 
-mod support {
-    pub mod etcd;
-    pub mod ports;
-}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +20,7 @@ use lock_runtime::store::etcd::{EtcdConfigError, EtcdStore, etcd_client};
 use lock_runtime::store::{
     CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError,
 };
-use support::etcd::{EtcdCluster, EtcdOptions};
+use testkit::etcd::{Cluster as EtcdCluster, Options as EtcdOptions};
 
 fn record(owner: &str, nonce: u64) -> Record {
     Record {
@@ -422,7 +419,7 @@ async fn a_watch_on_a_node_that_stops_fails_instead_of_hanging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keep_alive_stream_moves_to_another_member_when_its_member_stops() {
-    let etcd = EtcdCluster::cluster(3);
+    let etcd = EtcdCluster::members(3);
     let store = store_for(&etcd.client_urls());
     let lease = must("grant", store.grant_lease(Duration::from_secs(10)).await).await;
     // Opens the long-lived stream on member 0 (the first endpoint).
@@ -443,7 +440,7 @@ async fn the_keep_alive_stream_moves_to_another_member_when_its_member_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_member_is_skipped_within_one_call() {
-    let etcd = EtcdCluster::cluster(3);
+    let etcd = EtcdCluster::members(3);
     let store = store_for(&etcd.client_urls());
     must("ping", store.ping().await).await;
     // Freeze the endpoint requests go to first (member 0, maybe a follower).
@@ -765,7 +762,7 @@ impl Progress {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders() {
-    let mut etcd = EtcdCluster::cluster(3);
+    let mut etcd = EtcdCluster::members(3);
     let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
     let key = unique_key("cluster/contended");
     let observer = Arc::new(Observer::default());
@@ -885,114 +882,6 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
             "progress resumed only {resumed:?} after the {what}"
         );
     }
-}
-
-/// Kills a process we did not spawn ourselves (the holder's command) by PID.
-struct KillPidOnDrop(u32);
-
-impl Drop for KillPidOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// Kills the child process by PID when the test ends, whatever happens.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[cfg(feature = "cli")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before() {
-    use std::io::BufRead;
-
-    let etcd = EtcdCluster::single();
-    let url = format!("etcd://127.0.0.1:{}/crash", etcd.client_port(0));
-    let key = unique_key("crash/holder");
-    let ttl = Duration::from_secs(2);
-    // The holder is a real process: the `distlock run` CLI holding the lock
-    // while its command sleeps (exec, so the command keeps the shell's PID).
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_distlock"))
-        .args(["run", "--backend", &url, "--key", &key, "--ttl", "2s", "--"])
-        .args(["sh", "-c", "echo HELD $DISTLOCK_TOKEN $$; exec sleep 60"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning the holder process: {e}"));
-    let mut child = KillOnDrop(child);
-    let stdout = child
-        .0
-        .stdout
-        .take()
-        .unwrap_or_else(|| panic!("no stdout pipe"));
-    // The line appears within a second; a reader thread keeps this bounded.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // The test harness may print its "test ... " prefix on the same line.
-            if let Some((_, rest)) = line.split_once("HELD ") {
-                let mut words = rest.split_whitespace();
-                let token = words.next().and_then(|t| t.parse::<u64>().ok());
-                let command_pid = words.next().and_then(|p| p.parse::<u32>().ok());
-                let _ = tx.send(token.zip(command_pid));
-                break;
-            }
-        }
-    });
-    let (token, command_pid) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("the holder process did not report holding the lock"))
-        .unwrap_or_else(|| panic!("the holder process printed no token"));
-    // Its command outlives a SIGKILLed `distlock`: stop it by PID too.
-    let _command = KillPidOnDrop(command_pid);
-    // Kill it right after it acquired: its lease was granted just before, and nothing
-    // renews it any more.
-    let killed_at = Instant::now();
-    let _ = child.0.kill();
-    let _ = child.0.wait();
-
-    let store = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
-    let client = LockClient::builder(store)
-        .defaults(LockOptions::default().ttl(ttl))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut taken = None;
-    while killed_at.elapsed() < ttl * 5 {
-        match client.try_acquire(&key).await {
-            Ok(Some(guard)) => {
-                taken = Some((killed_at.elapsed(), guard.token()));
-                guard.release().await.unwrap_or_else(|e| panic!("{e}"));
-                break;
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(e) => panic!("try_acquire: {e}"),
-        }
-    }
-    let (after, new_token) =
-        taken.unwrap_or_else(|| panic!("the killed holder's lock was not freed within 5 ttl"));
-    println!("etcd: a SIGKILLed holder's lock (ttl {ttl:?}) was taken {after:?} after the kill");
-    assert!(
-        new_token > token,
-        "tokens must grow ({token} then {new_token})"
-    );
-    // The lease was granted before the child printed; allow that much slack.
-    assert!(
-        after >= ttl - Duration::from_millis(100),
-        "taken {after:?} after the kill, before the ttl of {ttl:?}"
-    );
-    assert!(
-        after < ttl + Duration::from_secs(2),
-        "freed only after {after:?}"
-    );
 }
 
 /// The watches, lease grants and revocations among `calls`.
@@ -1499,7 +1388,7 @@ async fn a_held_key_deleted_or_overwritten_behind_its_holder_is_lost_within_mill
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_watch_stream_reopens_on_another_member_after_its_member_is_killed() {
     const N: usize = 100;
-    let mut etcd = EtcdCluster::cluster(3);
+    let mut etcd = EtcdCluster::members(3);
     let store = store_for(&etcd.client_urls());
     let indexes = put_keys(&store, "moved", N).await;
     // A lock whose held-key watch is on the same kind of stream, in another client.

@@ -1,5 +1,5 @@
 //! Fault tests against real servers through a loopback TCP fault proxy
-//! (`support/proxy.rs`), and dropped-future tests on every backend.
+//! (`testkit::proxy`), and dropped-future tests on every backend.
 //!
 //! Every lock client talks to its server through its own [`FaultProxy`], so one client
 //! can be partitioned (`BlackHole`), lose its answers (`DropAnswers`) or be slowed
@@ -7,21 +7,12 @@
 //! observer ([`Exclusion`]): when a holder's acquire returns, every other registered
 //! holder must already have been told it lost the lock.
 //!
-//! Run everything: `cargo test --features etcd,ravendb --test faults -- --nocapture`
+//! Run everything: `cargo test -p testkit --all-features --test faults -- --nocapture`
 //! (needs `scripts/etcd.sh` and `scripts/ravendb.sh install`, as tests/etcd.rs and
-//! tests/ravendb.rs do). Without features only the proxy's own tests and the
+//! tests/ravendb.rs do). With the default features only the proxy's own tests and the
 //! memory dropped-future test run. Set `DISTLOCK_FAULT_SEED` to replay the random
 //! drop points of a run (each run prints its seed).
 
-mod support {
-    #[cfg(feature = "etcd")]
-    pub mod etcd;
-    #[cfg(any(feature = "etcd", feature = "ravendb"))]
-    pub mod ports;
-    pub mod proxy;
-    #[cfg(feature = "ravendb")]
-    pub mod ravendb;
-}
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -35,7 +26,7 @@ use distlock::{LockClient, LockError, LockOptions, Wait};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use support::proxy::{FaultProxy, Mode};
+use testkit::proxy::{FaultProxy, Mode};
 
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
@@ -1242,9 +1233,9 @@ mod scenarios {
 #[cfg(feature = "etcd")]
 mod etcd {
     use super::scenarios::{self, Target};
-    use super::support::etcd::EtcdCluster;
     use super::*;
     use lock_runtime::store::etcd::EtcdStore;
+    use testkit::etcd::Cluster as EtcdCluster;
 
     fn target(etcd: &EtcdCluster) -> Target {
         Target {
@@ -1304,9 +1295,9 @@ mod etcd {
 #[cfg(feature = "ravendb")]
 mod ravendb {
     use super::scenarios::{self, Target};
-    use super::support::ravendb::RavenServer;
     use super::*;
     use lock_runtime::store::ravendb::RavenDbStore;
+    use testkit::ravendb::Server as RavenServer;
 
     fn target(server: &RavenServer) -> Target {
         let database = server.database.clone();
