@@ -245,9 +245,10 @@
 pub use lock_macros::distributed_lock;
 
 pub use lock_runtime::{
-    Backoff, ClientStats, Current, LockClient, LockClientBuilder, LockError, LockGuard,
-    LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError,
-    SystemClock, Wait, WallClock, current, install, installed, parse_duration, store, validate_key,
+    Backoff, ClientStats, Current, IfLocked, LockClient, LockClientBuilder, LockError, LockGuard,
+    LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseChoiceError,
+    ParseDurationError, SystemClock, Wait, WallClock, current, install, installed, is_unreserved,
+    is_unreserved_char, parse_duration, store, validate_key,
 };
 
 #[cfg(feature = "testing")]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lock_vocab::{IfLocked, MIN_TTL, OnLost, Wait, parse_duration};
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
@@ -57,35 +58,13 @@ pub(crate) enum KeyOption {
     Expr(Box<Expr>),
 }
 
-/// `wait = ...`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WaitOption {
-    Never,
-    For(Duration),
-    Forever,
-}
-
-/// `if_locked = ...`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IfLocked {
-    Wait,
-    Skip,
-    Error,
-}
-
-/// `on_lost = ...`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnLost {
-    Cancel,
-    Continue,
-}
-
 /// The validated options; each remembers the span of its value.
 #[derive(Default)]
 pub(crate) struct Options {
     pub key: Option<KeyOption>,
     pub ttl: Option<(Duration, Span)>,
-    pub wait: Option<(WaitOption, Span)>,
+    /// With the literal: its text is quoted in messages.
+    pub wait: Option<(Wait, LitStr)>,
     pub if_locked: Option<(IfLocked, Span)>,
     pub hold_at_least: Option<(Duration, Span)>,
     pub on_lost: Option<(OnLost, Span)>,
@@ -99,9 +78,6 @@ impl Options {
         self.if_locked.map_or(IfLocked::Wait, |(mode, _)| mode)
     }
 }
-
-/// The shortest ttl the runtime accepts (`lock_runtime::MIN_TTL`).
-const MIN_TTL: Duration = Duration::from_millis(30);
 
 /// Parses and validates `args`. Syntax errors stop early (nothing after them
 /// can be trusted); every other problem is added to `errors` and parsing goes on.
@@ -149,11 +125,7 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
                 options.if_locked = choice(
                     &key,
                     &value,
-                    &[
-                        ("wait", IfLocked::Wait),
-                        ("skip", IfLocked::Skip),
-                        ("error", IfLocked::Error),
-                    ],
+                    &IfLocked::ALL.map(|mode| (mode.name(), mode)),
                     errors,
                 );
             }
@@ -161,7 +133,7 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
                 options.on_lost = choice(
                     &key,
                     &value,
-                    &[("cancel", OnLost::Cancel), ("continue", OnLost::Continue)],
+                    &OnLost::ALL.map(|choice| (choice.name(), choice)),
                     errors,
                 );
             }
@@ -201,16 +173,19 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
 
 /// Options that each parse but cannot be meant together.
 fn check_together(options: &Options, errors: &mut Errors) {
-    match (options.if_locked, options.wait) {
-        (Some((IfLocked::Error, _)), Some((_, wait_span))) => errors.error(
-            wait_span,
+    match (options.if_locked, &options.wait) {
+        (Some((IfLocked::Error, _)), Some((_, wait))) => errors.error(
+            wait.span(),
             "`wait` contradicts `if_locked = \"error\"`, which tries once and returns `Busy` at once; \
              remove `wait`, or use `if_locked = \"wait\"` to wait and then return `Timeout`",
         ),
-        (Some((IfLocked::Wait, _)), Some((WaitOption::Never, wait_span))) => errors.error(
-            wait_span,
-            "`wait = \"0s\"` never waits, which contradicts `if_locked = \"wait\"`; \
-             use `if_locked = \"error\"` to fail at once, or give a wait such as \"5s\"",
+        (Some((IfLocked::Wait, _)), Some((Wait::Never, wait))) => errors.error(
+            wait.span(),
+            format!(
+                "`wait = {:?}` never waits, which contradicts `if_locked = \"wait\"`; \
+                 use `if_locked = \"error\"` to fail at once, or give a wait such as \"5s\"",
+                wait.value()
+            ),
         ),
         _ => {}
     }
@@ -297,14 +272,15 @@ fn duration(name: &str, value: &Expr, errors: &mut Errors) -> Option<(Duration, 
         );
         return None;
     };
-    match humantime::parse_duration(lit.value().trim()) {
+    match parse_duration(&lit.value()) {
         Ok(duration) => Some((duration, lit.span())),
         Err(error) => {
             errors.error(
                 lit.span(),
                 format!(
-                    "invalid duration {:?} for `{name}`: {error}; write it like \"500ms\", \"30s\" or \"1m 30s\"",
-                    lit.value()
+                    "invalid duration {:?} for `{name}`: {}; write it like \"500ms\", \"30s\" or \"1m 30s\"",
+                    error.input(),
+                    error.reason()
                 ),
             );
             None
@@ -312,7 +288,7 @@ fn duration(name: &str, value: &Expr, errors: &mut Errors) -> Option<(Duration, 
     }
 }
 
-fn wait(value: &Expr, errors: &mut Errors) -> Option<(WaitOption, Span)> {
+fn wait(value: &Expr, errors: &mut Errors) -> Option<(Wait, LitStr)> {
     let Some(lit) = string(value) else {
         errors.error(
             value.span(),
@@ -320,22 +296,20 @@ fn wait(value: &Expr, errors: &mut Errors) -> Option<(WaitOption, Span)> {
         );
         return None;
     };
-    let text = lit.value();
-    match text.trim() {
-        "forever" => Some((WaitOption::Forever, lit.span())),
-        other => match humantime::parse_duration(other) {
-            Ok(duration) if duration.is_zero() => Some((WaitOption::Never, lit.span())),
-            Ok(duration) => Some((WaitOption::For(duration), lit.span())),
-            Err(error) => {
-                errors.error(
-                    lit.span(),
-                    format!(
-                        "invalid `wait` {text:?}: {error}; write \"forever\" or a duration like \"5s\" (\"0s\" tries once)"
-                    ),
-                );
-                None
-            }
-        },
+    // The runtime's grammar: "forever", "never", or a duration ("0s" = never).
+    match lit.value().parse::<Wait>() {
+        Ok(wait) => Some((wait, lit.clone())),
+        Err(error) => {
+            errors.error(
+                lit.span(),
+                format!(
+                    "invalid `wait` {:?}: {}; write \"forever\" or a duration like \"5s\" (\"0s\" tries once)",
+                    error.input(),
+                    error.reason()
+                ),
+            );
+            None
+        }
     }
 }
 

@@ -26,7 +26,9 @@ use syn::{
     Visibility,
 };
 
-use crate::attr::{self, IfLocked, KeyOption, OnLost, Options, WaitOption};
+use lock_vocab::{IfLocked, OnLost, Wait};
+
+use crate::attr::{self, KeyOption, Options};
 use crate::errors::Errors;
 use crate::template::{self, Part};
 
@@ -235,10 +237,10 @@ fn prelude(options: &Options, krate: &TokenStream, key: TokenStream, boxed: bool
     };
     let ttl = option(options.ttl.map(|(ttl, _)| duration(ttl)));
     let hold = option(options.hold_at_least.map(|(hold, _)| duration(hold)));
-    let wait = option(options.wait.map(|(wait, _)| match wait {
-        WaitOption::Never => quote!(#krate::__private::Wait::Never),
-        WaitOption::Forever => quote!(#krate::__private::Wait::Forever),
-        WaitOption::For(d) => {
+    let wait = option(options.wait.as_ref().map(|(wait, _)| match *wait {
+        Wait::Never => quote!(#krate::__private::Wait::Never),
+        Wait::Forever => quote!(#krate::__private::Wait::Forever),
+        Wait::For(d) => {
             let d = duration(d);
             quote!(#krate::__private::Wait::For(#d))
         }
@@ -249,9 +251,9 @@ fn prelude(options: &Options, krate: &TokenStream, key: TokenStream, boxed: bool
         OnLost::Continue => quote!(#krate::__private::OnLost::Continue),
     }));
     let mode = match options.if_locked() {
-        IfLocked::Wait => quote!(#krate::__private::Mode::Wait),
-        IfLocked::Skip => quote!(#krate::__private::Mode::Skip),
-        IfLocked::Error => quote!(#krate::__private::Mode::Error),
+        IfLocked::Wait => quote!(#krate::__private::IfLocked::Wait),
+        IfLocked::Skip => quote!(#krate::__private::IfLocked::Skip),
+        IfLocked::Error => quote!(#krate::__private::IfLocked::Error),
     };
     let key_name = mixed("__distlock_key");
     let client_name = mixed("__distlock_client");

@@ -46,7 +46,7 @@ use proc_macro::TokenStream;
 /// |---|---|---|
 /// | `key` | a template such as `"orders/<id>"`, or any expression giving an `AsRef<str>` | required |
 /// | `ttl` | a duration such as `"30s"` (at least `"30ms"`) | the client's (library default `30s`) |
-/// | `wait` | `"forever"`, or a duration (`"0s"` tries once) | `if_locked = "wait"`: the client's (library default `forever`); `"skip"`: `"0s"` |
+/// | `wait` | `"forever"`, or a duration (`"0s"`, also written `"never"`, tries once) | `if_locked = "wait"`: the client's (library default `forever`); `"skip"`: `"0s"` |
 /// | `if_locked` | `"wait"`, `"skip"`, `"error"` | `"wait"` |
 /// | `hold_at_least` | a duration | the client's (library default none) |
 /// | `on_lost` | `"cancel"`, `"continue"` | the client's (library default `cancel`) |

@@ -5,6 +5,8 @@
 //! function's arguments (Rocket's two steps). Stable Rust cannot point inside
 //! a string literal, so every message names the placeholder it is about.
 
+use lock_vocab::{MAX_KEY_LEN, is_unreserved_char};
+
 /// One piece of a template.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Part {
@@ -12,12 +14,6 @@ pub(crate) enum Part {
     Text(String),
     /// `<root.field.field>`: an argument (or `self`) and a field path.
     Value { root: String, fields: Vec<String> },
-}
-
-/// The characters an escaped value never contains (RFC 3986 unreserved), so a
-/// separator between two placeholders must use another one.
-fn unreserved(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
 }
 
 /// Splits `template` into parts, and lists every problem found in it (the
@@ -45,10 +41,10 @@ pub(crate) fn parse(template: &str) -> (Vec<Part>, Vec<String>) {
                 .to_owned(),
         );
     }
-    if template.len() > 1024 {
-        problems.push(
-            "the lock key is longer than 1024 bytes (the runtime's limit); shorten it".to_owned(),
-        );
+    if template.len() > MAX_KEY_LEN {
+        problems.push(format!(
+            "the lock key is longer than {MAX_KEY_LEN} bytes (the runtime's limit); shorten it"
+        ));
     }
     let mut rest = template;
     let mut text = String::new();
@@ -80,7 +76,9 @@ pub(crate) fn parse(template: &str) -> (Vec<Part>, Vec<String>) {
         match placeholder(body) {
             Ok(value) => {
                 if let Some(Part::Value { root, fields }) = parts.last()
-                    && text.chars().all(unreserved)
+                    // Escaped values are made of unreserved characters (and
+                    // `%XX`): a separator needs another one.
+                    && text.chars().all(is_unreserved_char)
                 {
                     let before = display(root, fields);
                     problems.push(format!(

@@ -6,6 +6,8 @@
 
 use proptest::prelude::*;
 
+use lock_vocab::{MAX_KEY_LEN, is_unreserved_char};
+
 use super::{Part, parse};
 
 /// Prints parts back into template syntax.
@@ -147,11 +149,6 @@ fn well_separated(segs: &[Seg]) -> bool {
     true
 }
 
-/// Characters an escaped value never contains (the parser's `unreserved`).
-fn unreserved(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -171,7 +168,7 @@ proptest! {
             prop_assert!(!template.trim().is_empty());
             prop_assert!(!template.contains('%'));
             prop_assert!(!template.chars().any(char::is_control));
-            prop_assert!(template.len() <= 1024);
+            prop_assert!(template.len() <= MAX_KEY_LEN);
         }
     }
 
@@ -195,7 +192,7 @@ proptest! {
             .count();
         let global = usize::from(template.chars().any(char::is_control))
             + usize::from(template.contains('%'))
-            + usize::from(template.len() > 1024);
+            + usize::from(template.len() > MAX_KEY_LEN);
         prop_assert_eq!(
             problems.len(),
             broken + global,
@@ -228,7 +225,7 @@ proptest! {
         let sep = format!("{before}{}{after}", reserved.clone().unwrap_or_default());
         let template = format!("<{a}>{sep}<{b}>");
         let (parts, problems) = parse(&template);
-        prop_assert!(sep.chars().all(unreserved) == reserved.is_none());
+        prop_assert!(sep.chars().all(is_unreserved_char) == reserved.is_none());
         if reserved.is_some() {
             prop_assert!(problems.is_empty(), "{:?}: {:?}", template, problems);
             prop_assert_eq!(render(&parts), template);

@@ -70,8 +70,9 @@ pub use error::{LockError, LostReason};
 pub use guard::LockGuard;
 pub use install::{install, installed};
 pub use lock::{LostSignal, SystemClock, WallClock};
+pub use lock_vocab::{is_unreserved, is_unreserved_char};
 pub use options::{
-    LockOptions, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError, Wait, parse_duration,
-    validate_key,
+    IfLocked, LockOptions, MAX_KEY_LEN, MIN_TTL, OnLost, ParseChoiceError, ParseDurationError,
+    Wait, parse_duration, validate_key,
 };
 pub use store::Backoff;

@@ -16,21 +16,10 @@ use std::sync::Arc;
 pub use std::time::Duration;
 
 pub use crate::error::LockError;
-pub use crate::options::{OnLost, Wait};
+pub use crate::options::{IfLocked, OnLost, Wait};
 
 use crate::client::LockClient;
 use crate::options::LockOptions;
-
-/// What a held lock makes the annotated fn do (`if_locked = ...`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Wait up to `wait` (default: the client's), then return `Timeout`.
-    Wait,
-    /// Wait up to `wait` (default: not at all), then return the skipped value.
-    Skip,
-    /// Try once; return `Busy` if held.
-    Error,
-}
 
 /// The attribute's options, checked at compile time. `None` = the client's default.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +35,7 @@ pub struct Spec {
     /// `on_lost = "..."`.
     pub on_lost: Option<OnLost>,
     /// `if_locked = "..."`.
-    pub mode: Mode,
+    pub mode: IfLocked,
 }
 
 impl Spec {
@@ -57,13 +46,7 @@ impl Spec {
         if let Some(ttl) = self.ttl {
             options.ttl = ttl;
         }
-        options.wait = match self.mode {
-            Mode::Wait => self.wait.unwrap_or(defaults.wait),
-            // A scheduled job that finds its lock held has nothing to wait for:
-            // another instance is doing this tick's work.
-            Mode::Skip => self.wait.unwrap_or(Wait::Never),
-            Mode::Error => Wait::Never,
-        };
+        options.wait = self.mode.wait(self.wait, defaults.wait);
         if let Some(renew) = self.renew {
             options.renew = renew;
         }
@@ -163,12 +146,20 @@ impl<T: fmt::Display + ?Sized> KeyValue for T {
     }
 }
 
-/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
-const KEY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// Every byte but RFC 3986's unreserved characters ([`crate::is_unreserved`]):
+/// the controls, and every printable ASCII byte that is not unreserved
+/// (`percent_encoding` always encodes non-ASCII bytes).
+const KEY_VALUE: &percent_encoding::AsciiSet = &{
+    let mut set = percent_encoding::CONTROLS.add(b' ');
+    let mut byte = b'!';
+    while byte < 0x7f {
+        if !lock_vocab::is_unreserved(byte) {
+            set = set.add(byte);
+        }
+        byte += 1;
+    }
+    set
+};
 
 /// Percent-encodes what is written through it into the key (streaming: no
 /// intermediate `String` for the formatted value).
@@ -406,6 +397,18 @@ mod tests {
     }
 
     #[test]
+    fn escaping_keeps_exactly_the_unreserved_bytes() {
+        for c in (0..=0x7f_u8).map(char::from) {
+            let escaped = escape(&c);
+            if lock_vocab::is_unreserved_char(c) {
+                assert_eq!(escaped, c.to_string());
+            } else {
+                assert_eq!(escaped, format!("%{:02X}", u32::from(c)), "{c:?}");
+            }
+        }
+    }
+
+    #[test]
     fn escaping_is_injective_on_tricky_values() {
         let values = ["1/2", "1%2F2", "1%252F2", "1", "1/", "%", "%25", "", "/"];
         let escaped: std::collections::HashSet<String> = values.iter().map(escape).collect();
@@ -424,12 +427,21 @@ mod tests {
             mode,
         };
         assert_eq!(
-            spec(Mode::Wait, None).options(&defaults).wait,
+            spec(IfLocked::Wait, None).options(&defaults).wait,
             defaults.wait
         );
-        assert_eq!(spec(Mode::Skip, None).options(&defaults).wait, Wait::Never);
-        assert_eq!(spec(Mode::Error, None).options(&defaults).wait, Wait::Never);
+        assert_eq!(
+            spec(IfLocked::Skip, None).options(&defaults).wait,
+            Wait::Never
+        );
+        assert_eq!(
+            spec(IfLocked::Error, None).options(&defaults).wait,
+            Wait::Never
+        );
         let five = Wait::For(Duration::from_secs(5));
-        assert_eq!(spec(Mode::Skip, Some(five)).options(&defaults).wait, five);
+        assert_eq!(
+            spec(IfLocked::Skip, Some(five)).options(&defaults).wait,
+            five
+        );
     }
 }

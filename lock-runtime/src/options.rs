@@ -1,108 +1,15 @@
 //! Per-lock options and key validation.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::LockError;
 
-/// The longest accepted lock key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
-
-/// The shortest accepted ttl. Renewal runs every ttl/3 and must beat the
-/// deadline with a real network round trip in between.
-pub const MIN_TTL: Duration = Duration::from_millis(30);
-
-/// How long to wait for a lock that someone else holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Wait {
-    /// Try once; if held, fail with [`LockError::Busy`] (`"0s"`).
-    Never,
-    /// Wait up to this long, then fail with [`LockError::Timeout`].
-    For(Duration),
-    /// Wait until the lock is free (`"forever"`), like [`tokio::sync::Mutex::lock`].
-    #[default]
-    Forever,
-}
-
-impl Wait {
-    /// The wait as an optional bound (`None` = forever).
-    pub fn limit(self) -> Option<Duration> {
-        match self {
-            Wait::Never => Some(Duration::ZERO),
-            Wait::For(duration) => Some(duration),
-            Wait::Forever => None,
-        }
-    }
-}
-
-impl From<Duration> for Wait {
-    fn from(duration: Duration) -> Self {
-        if duration.is_zero() {
-            Wait::Never
-        } else {
-            Wait::For(duration)
-        }
-    }
-}
-
-/// The error of parsing a [`Wait`] or a duration option.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration {input:?}: {reason} (write it like \"500ms\", \"5s\", \"1m 30s\"{extra})"
-)]
-pub struct ParseDurationError {
-    input: String,
-    reason: String,
-    extra: &'static str,
-}
-
-impl FromStr for Wait {
-    type Err = ParseDurationError;
-
-    /// Parses `"forever"`, `"never"`, or a duration such as `"0s"` or `"5s"`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "forever" => Ok(Wait::Forever),
-            "never" => Ok(Wait::Never),
-            other => parse_duration(other).map(Wait::from).map_err(|mut error| {
-                error.extra = ", or \"forever\"";
-                error
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Wait {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Wait::Never => f.write_str("0s"),
-            Wait::For(duration) => write!(f, "{}", humantime::format_duration(*duration)),
-            Wait::Forever => f.write_str("forever"),
-        }
-    }
-}
-
-/// Parses a human duration (`"30s"`, `"1m"`, `"250ms"`) with [`humantime`].
-pub fn parse_duration(s: &str) -> Result<Duration, ParseDurationError> {
-    humantime::parse_duration(s.trim()).map_err(|error| ParseDurationError {
-        input: s.to_owned(),
-        reason: error.to_string(),
-        extra: "",
-    })
-}
-
-/// What [`crate::LockClient::with_lock`] does when the lock is lost while the
-/// body runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum OnLost {
-    /// Drop (cancel) the body at its next await point and return [`LockError::Lost`].
-    #[default]
-    Cancel,
-    /// Let the body finish; it can check [`crate::Current::is_lost`] and must fence
-    /// its writes with the token.
-    Continue,
-}
+// The vocabulary shared with the attribute and the command-line tool is
+// defined once, in `lock-vocab`.
+pub use lock_vocab::{
+    IfLocked, MAX_KEY_LEN, MIN_TTL, OnLost, ParseChoiceError, ParseDurationError, Wait,
+    parse_duration,
+};
 
 /// Options for one lock acquisition. Defaults come from the client
 /// ([`crate::LockClientBuilder`]); the library defaults are
@@ -204,6 +111,7 @@ pub fn validate_key(key: &str) -> Result<(), LockError> {
     let reason = if key.is_empty() {
         "the key is empty; give every lock a name such as \"orders/42\""
     } else if key.len() > MAX_KEY_LEN {
+        // A `&'static str`, so the number is written out; a test checks it.
         "the key is longer than 1024 bytes; hash long identifiers into the key"
     } else if has_control(key) {
         "the key contains a control character; escape or drop it"
@@ -232,18 +140,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wait_parses_forever_durations_and_zero() {
-        assert_eq!("forever".parse::<Wait>(), Ok(Wait::Forever));
-        assert_eq!("0s".parse::<Wait>(), Ok(Wait::Never));
-        assert_eq!(
-            "1m 30s".parse::<Wait>(),
-            Ok(Wait::For(Duration::from_secs(90)))
-        );
-        let error = "soon".parse::<Wait>().err().map(|e| e.to_string());
-        assert!(error.is_some_and(|e| e.contains("\"soon\"") && e.contains("forever")));
-    }
-
-    #[test]
     fn bad_keys_are_rejected_with_a_reason() {
         assert!(validate_key("orders/1").is_ok());
         for bad in ["", "a\nb", "\u{7f}x", "c1\u{85}"] {
@@ -261,6 +157,18 @@ mod tests {
             Err(LockError::InvalidKey { .. })
         ));
         assert!(validate_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
+    }
+
+    #[test]
+    fn the_too_long_message_states_max_key_len() {
+        let Err(LockError::InvalidKey { reason, .. }) = validate_key(&"k".repeat(MAX_KEY_LEN + 1))
+        else {
+            panic!("an over-long key was accepted");
+        };
+        assert!(
+            reason.contains(&format!(" {MAX_KEY_LEN} bytes")),
+            "{reason}"
+        );
     }
 
     #[test]

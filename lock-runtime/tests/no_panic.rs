@@ -22,7 +22,7 @@ use std::time::Duration;
 use lock_runtime::store::Capabilities;
 use lock_runtime::store::memory::MemoryStore;
 use lock_runtime::testing::faults::Faults;
-use lock_runtime::{Backoff, LockClient, LockError, LockOptions, MIN_TTL, Wait};
+use lock_runtime::{Backoff, LockClient, LockError, LockOptions, MAX_KEY_LEN, MIN_TTL, Wait};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -447,9 +447,10 @@ proptest! {
     fn any_key_through_the_client(key in prop_oneof![
         any::<String>(),
         "[a-z/\\x00-\\x1f\\x7f\\x{85}é]{0,8}",
+        // Around MAX_KEY_LEN (1024).
         "[a-z]{1020,1030}",
     ]) {
-        let valid = !key.is_empty() && key.len() <= 1024 && !key.chars().any(char::is_control);
+        let valid = !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control);
         let outcome = guarded(async {
             let client = LockClient::memory();
             match client.try_acquire(&key).await {

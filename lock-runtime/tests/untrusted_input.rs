@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use lock_runtime::__private::escape;
-use lock_runtime::{LockClient, LockError, MAX_KEY_LEN, Wait, parse_duration, validate_key};
+use lock_runtime::{
+    LockClient, LockError, MAX_KEY_LEN, Wait, is_unreserved, parse_duration, validate_key,
+};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -66,7 +68,7 @@ fn unescape(text: &str) -> Option<String> {
             }
             out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
-        } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        } else if is_unreserved(b) {
             out.push(b);
             i += 1;
         } else {
@@ -320,7 +322,7 @@ proptest! {
     ) {
         let escaped = escape(value.as_str());
         prop_assert_eq!(unescape(&escaped), Some(value.clone()), "escaped {:?}", escaped);
-        if value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+        if value.bytes().all(is_unreserved) {
             prop_assert_eq!(&escaped, &value);
         }
         if !value.is_empty() {

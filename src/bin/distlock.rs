@@ -17,8 +17,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use distlock::{LockClient, LockError, LockOptions, Wait};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use distlock::{IfLocked, LockClient, LockError, LockOptions, Wait, parse_duration};
 use tokio::process::Command;
 
 #[derive(Parser, Debug)]
@@ -51,12 +52,19 @@ struct RunArgs {
     /// How long the lock survives if this process dies (renewed every ttl/3).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     ttl: Duration,
-    /// How long to wait for the lock: "forever", a duration, or "0s" to try once.
-    #[arg(long, default_value = "forever")]
-    wait: Wait,
+    /// How long to wait for the lock: "forever", a duration, or "0s" to try
+    /// once [default: forever; with --if-locked skip: 0s; --if-locked error
+    /// always tries once].
+    #[arg(long)]
+    wait: Option<Wait>,
     /// What to do when the lock is held after the wait: wait (then fail),
     /// skip (exit 0 without running), error (try once, fail).
-    #[arg(long, value_enum, default_value_t = IfLocked::Wait)]
+    #[arg(
+        long,
+        default_value = IfLocked::default().name(),
+        value_parser = PossibleValuesParser::new(IfLocked::ALL.map(IfLocked::name))
+            .try_map(|mode| mode.parse::<IfLocked>()),
+    )]
     if_locked: IfLocked,
     /// Keep the lock at least this long after acquiring it (scheduled jobs).
     #[arg(long, value_parser = parse_duration)]
@@ -64,17 +72,6 @@ struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     command: Vec<OsString>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum IfLocked {
-    Wait,
-    Skip,
-    Error,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, distlock::ParseDurationError> {
-    distlock::parse_duration(text)
 }
 
 const EX_USAGE: u8 = 64;
@@ -105,12 +102,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> Result<u8, LockError> {
     let client = LockClient::connect(&args.backend)?;
-    let wait = match args.if_locked {
-        IfLocked::Error => Wait::Never,
-        IfLocked::Skip if args.wait == Wait::Forever => Wait::Never,
-        _ => args.wait,
-    };
-    let mut options = LockOptions::default().ttl(args.ttl).wait(wait);
+    let defaults = LockOptions::default();
+    // The attribute's mapping: skip tries once unless given a wait, error always does.
+    let wait = args.if_locked.wait(args.wait, defaults.wait);
+    let mut options = defaults.ttl(args.ttl).wait(wait);
     if let Some(hold) = args.hold_at_least {
         options = options.hold_at_least(hold);
     }
