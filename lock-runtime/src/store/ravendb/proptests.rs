@@ -1,8 +1,8 @@
 //! Property tests of the RavenDB answer decoders: [`decode_record`],
 //! [`decode_item`] / [`decode_item_or_none`] (a compare-exchange value),
-//! [`Inner::write_answer`] and [`Inner::error_answer`] (a PUT answer and an
+//! `Inner::write_answer` and `Inner::error_answer` (a PUT answer and an
 //! error answer), and, through a fake node on a loopback port, the GET answer
-//! decoding in [`Inner::read`] behind `get`, `put` and `delete`. Any answer:
+//! decoding in `Inner::read` behind `get`, `put` and `delete`. Any answer:
 //! never a panic, a typed [`StoreError`]; what this backend writes decodes
 //! back to the same record.
 
@@ -15,13 +15,20 @@ use proptest::test_runner::{Config, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{
-    Answer, CompareExchange, DeleteOutcome, Entry, Expect, Item, PutOutcome, RavenDbError,
-    RavenDbStore, Record, StatusCode, StoreError, Value, decode_item, decode_item_or_none,
-    decode_record, encode_record, json,
-};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::mapping::{self, Item, decode_item, decode_item_or_none, decode_record};
+use super::transport::Answer;
+use super::{RavenDbError, RavenDbStore};
+use crate::store::{CompareExchange, DeleteOutcome, Entry, Expect, PutOutcome, Record, StoreError};
 
 use crate::store::proptest_support as support;
+
+/// What `put` stores under `Object`, as JSON.
+fn encode_record(record: &Record) -> Value {
+    serde_json::to_value(mapping::encode_record(record)).unwrap_or(Value::Null)
+}
 
 /// Statuses a RavenDB node or a proxy in front of it may answer with.
 fn status() -> impl Strategy<Value = StatusCode> {

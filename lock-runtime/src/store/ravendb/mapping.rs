@@ -1,0 +1,512 @@
+//! The store contract on RavenDB compare-exchange items (see the module docs
+//! of `ravendb`): the [`CompareExchange`] impl, and how records and
+//! tombstones are encoded as an item's `Object`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use super::transport::{BACKEND, Inner, RavenDbStore};
+use crate::store::net::classify::backend;
+use crate::store::{
+    Backoff, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
+    Record, StoreError,
+};
+
+/// Put-if-absent retries when the key's tombstone keeps moving.
+const MAX_TOMBSTONE_RETRIES: usize = 4;
+
+/// What a compare-exchange item holds.
+#[derive(Debug)]
+pub(super) enum Item {
+    /// A lock record.
+    Lock(Entry),
+    /// A released lock (see the module docs of `ravendb`): reads as absent.
+    Tombstone {
+        /// The item's index.
+        index: u64,
+    },
+}
+
+/// A [`Record`] as stored under an item's `Object`:
+/// `{"nonce":"..","owner":..,"ttl_ms":..,"written_at":"<date>","written_at_ms":..}`.
+/// The fields are declared in the order they are written (alphabetical).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RecordObject<'a> {
+    /// Written as a string (JSON numbers past 2^53 are not safe in every
+    /// reader); a number is read too.
+    #[serde(
+        serialize_with = "nonce_as_text",
+        deserialize_with = "nonce_text_or_number"
+    )]
+    nonce: u64,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
+    ttl_ms: u64,
+    /// `written_at_ms` as a date, for people reading the store; never read back.
+    #[serde(skip_deserializing)]
+    written_at: String,
+    written_at_ms: u64,
+}
+
+fn nonce_as_text<S: Serializer>(nonce: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(nonce)
+}
+
+fn nonce_text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Nonce<'a> {
+        Number(u64),
+        Text(#[serde(borrow)] Cow<'a, str>),
+    }
+    match Nonce::deserialize(deserializer) {
+        Ok(Nonce::Number(nonce)) => Ok(nonce),
+        Ok(Nonce::Text(text)) => text.parse().map_err(|_| {
+            D::Error::custom("`nonce` is not an unsigned integer (in a string or a number)")
+        }),
+        Err(_) => Err(D::Error::custom(
+            "`nonce` is not an unsigned integer (in a string or a number)",
+        )),
+    }
+}
+
+/// A released lock, as stored under an item's `Object` (fields in the order written).
+#[derive(Debug, Serialize)]
+struct TombstoneObject {
+    /// The index of the lock record it replaced (a replayed release recognises
+    /// its own tombstone by it).
+    previous_index: u64,
+    released: bool,
+    released_at: String,
+    released_at_ms: u64,
+}
+
+/// The body of a compare-exchange PUT: `{"@metadata":{"@expires":..},"Object":..}`.
+#[derive(Serialize)]
+struct PutBody<'a, T> {
+    #[serde(rename = "@metadata", skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata>,
+    #[serde(rename = "Object")]
+    object: &'a T,
+}
+
+#[derive(Serialize)]
+struct Metadata {
+    #[serde(rename = "@expires")]
+    expires: String,
+}
+
+/// `record` as stored.
+pub(super) fn encode_record(record: &Record) -> RecordObject<'_> {
+    RecordObject {
+        nonce: record.nonce,
+        owner: Cow::Borrowed(&record.owner),
+        ttl_ms: record.ttl_ms,
+        written_at: dotnet_utc(record.written_at_ms),
+        written_at_ms: record.written_at_ms,
+    }
+}
+
+/// The record stored as `object`, or [`StoreError::Foreign`].
+pub(super) fn decode_record(object: &Value) -> Result<Record, StoreError> {
+    let foreign = |reason: String| StoreError::Foreign { reason };
+    if !object.is_object() {
+        return Err(foreign(
+            "the compare-exchange Object is not a JSON object".into(),
+        ));
+    }
+    let stored = RecordObject::deserialize(object).map_err(|e| foreign(e.to_string()))?;
+    Ok(Record {
+        owner: stored.owner.into(),
+        nonce: stored.nonce,
+        ttl_ms: stored.ttl_ms,
+        written_at_ms: stored.written_at_ms,
+    })
+}
+
+/// Whether `object` is a tombstone (`"released": true`).
+pub(super) fn is_tombstone(object: &Value) -> bool {
+    object.get("released").and_then(Value::as_bool) == Some(true)
+}
+
+/// Decodes an item's `Value` (`{"Object": ..}`) into a lock entry or a tombstone.
+pub(super) fn decode_item(value: &Value, index: u64) -> Result<Item, StoreError> {
+    let object = value.get("Object").ok_or_else(|| StoreError::Foreign {
+        reason: "the compare-exchange value has no Object".into(),
+    })?;
+    if is_tombstone(object) {
+        return Ok(Item::Tombstone { index });
+    }
+    let record = decode_record(object)?;
+    Ok(Item::Lock(Entry {
+        record,
+        index,
+        lease: None,
+    }))
+}
+
+/// [`decode_item`], with `null` (no item) as `None`.
+pub(super) fn decode_item_or_none(value: &Value, index: u64) -> Result<Option<Item>, StoreError> {
+    if value.is_null() {
+        Ok(None)
+    } else {
+        decode_item(value, index).map(Some)
+    }
+}
+
+/// The latest date .NET's `DateTime` holds, in Unix milliseconds (9999-12-31T23:59:59.999Z).
+const MAX_DOTNET_MS: u64 = 253_402_300_799_999;
+
+/// Unix milliseconds as RavenDB writes UTC dates (.NET's round-trip format,
+/// seven fraction digits): `2026-11-26T12:00:00.1230000Z`. Later dates are
+/// clamped to the last one .NET can read. Every date this backend writes goes
+/// through here.
+pub(super) fn dotnet_utc(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.min(MAX_DOTNET_MS));
+    // `2026-11-26T12:00:00.123Z`; humantime cannot fail below year 10000.
+    let mut text = String::with_capacity(28);
+    let _ = write!(text, "{}", humantime::format_rfc3339_millis(time));
+    match text.strip_suffix('Z') {
+        Some(millis) => format!("{millis}0000Z"),
+        None => text,
+    }
+}
+
+/// The local wall clock in Unix milliseconds (informational dates only).
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Inner {
+    /// Remembers that `key` exists, with its tombstone's index if it holds one.
+    pub(super) fn remember(&self, key: &str, tombstone: Option<u64>) {
+        // Keys are case-insensitive on the server: so is this cache.
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(key.to_lowercase(), tombstone);
+    }
+
+    /// What this store knows of `key`: `None` never seen, `Some(None)` seen
+    /// holding a record, `Some(Some(i))` seen holding a tombstone at index `i`.
+    pub(super) fn known(&self, key: &str) -> Option<Option<u64>> {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(key.to_lowercase().as_str()).copied()
+    }
+
+    /// Forgets `key` (its item was deleted).
+    pub(super) fn forget(&self, key: &str) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.remove(key.to_lowercase().as_str());
+    }
+
+    /// Reads `key`'s item, remembering what it holds.
+    pub(super) async fn read(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let Some((index, value)) = self.get_item(key).await? else {
+            return Ok(None);
+        };
+        let item = decode_item(&value, index)?;
+        self.remember(
+            key,
+            match &item {
+                Item::Tombstone { index } => Some(*index),
+                Item::Lock(_) => None,
+            },
+        );
+        Ok(Some(item))
+    }
+
+    /// One compare-exchange PUT of `object` at `index`, with `@expires` the
+    /// expiry grace after `expires` (Unix ms); returns `(successful, index,
+    /// current value)`.
+    async fn cmpxchg_put<T: Serialize>(
+        &self,
+        key: &str,
+        index: u64,
+        object: &T,
+        expires: u64,
+    ) -> Result<(bool, u64, Value), StoreError> {
+        let metadata = self.expiry_grace.map(|grace| Metadata {
+            expires: dotnet_utc(
+                expires.saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)),
+            ),
+        });
+        let body = serde_json::to_vec(&PutBody { metadata, object }).map_err(|e| {
+            let endpoint = self.nodes().first().cloned().unwrap_or_default();
+            backend(&endpoint, e)
+        })?;
+        self.put_item(key, index, body).await
+    }
+}
+
+#[async_trait]
+impl CompareExchange for RavenDbStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Waiters poll with reads (no Raft write) while the lock is held, so
+        // they can afford to poll fast: 1 ms doubling to 8 ms.
+        Capabilities::NONE.with_poll(Backoff {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(8),
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let key = self.inner.full_key(key)?;
+        match self.inner.read(&key).await? {
+            Some(Item::Lock(entry)) => Ok(Some(entry)),
+            Some(Item::Tombstone { .. }) | None => Ok(None),
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        record: &Record,
+        expect: Expect,
+        lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError> {
+        let inner = &self.inner;
+        if lease.is_some() {
+            return Err(StoreError::Unsupported("leases"));
+        }
+        let key = inner.full_key(key)?;
+        let object = encode_record(record);
+        let expires = now_ms().saturating_add(record.ttl_ms);
+        let mut index = match expect {
+            Expect::Absent => match inner.known(&key) {
+                // Take a tombstone's place if we know of one.
+                Some(Some(tombstone)) => tombstone,
+                // Last seen held: a waiter polling. Read first (a read is no Raft
+                // write, so polling waiters do not load the cluster log) and write
+                // only when the lock looks free. A stale read only delays a waiter;
+                // the write decides.
+                Some(None) => match inner.read(&key).await? {
+                    Some(Item::Lock(entry)) => {
+                        // Our own record here (an earlier write whose answer
+                        // was lost) is reported as it is: the lock engine
+                        // decides what it means (its ambiguity rule).
+                        return Ok(PutOutcome::Conflict {
+                            current: Some(entry),
+                        });
+                    }
+                    Some(Item::Tombstone { index }) => index,
+                    None => 0,
+                },
+                // Never seen: create.
+                None => 0,
+            },
+            Expect::Index(i) => {
+                if inner.known(&key).is_none() {
+                    // Never seen here: make sure the item exists at `i`, since 4.1
+                    // would create a missing key (see the module docs).
+                    match inner.read(&key).await? {
+                        Some(Item::Lock(entry)) if entry.index == i => {}
+                        Some(Item::Lock(entry)) => {
+                            return Ok(PutOutcome::Conflict {
+                                current: Some(entry),
+                            });
+                        }
+                        Some(Item::Tombstone { .. }) | None => {
+                            return Ok(PutOutcome::Conflict { current: None });
+                        }
+                    }
+                }
+                i
+            }
+        };
+        for _ in 0..MAX_TOMBSTONE_RETRIES {
+            let (ok, new_index, value) = inner.cmpxchg_put(&key, index, &object, expires).await?;
+            if ok {
+                inner.remember(&key, None);
+                return Ok(PutOutcome::Swapped { index: new_index });
+            }
+            match decode_item_or_none(&value, new_index)? {
+                // Also our own record (a replay of this write on another node,
+                // or an earlier write whose answer was lost): a conflict that
+                // shows it; the engine resolves it.
+                Some(Item::Lock(entry)) => {
+                    inner.remember(&key, None);
+                    return Ok(PutOutcome::Conflict {
+                        current: Some(entry),
+                    });
+                }
+                Some(Item::Tombstone { index: tombstone }) => {
+                    inner.remember(&key, Some(tombstone));
+                    if expect == Expect::Absent && tombstone != index {
+                        index = tombstone;
+                        continue;
+                    }
+                    return Ok(PutOutcome::Conflict { current: None });
+                }
+                None => {
+                    if expect == Expect::Absent && index != 0 {
+                        // Our tombstone knowledge was stale and the key is gone.
+                        index = 0;
+                        continue;
+                    }
+                    return Ok(PutOutcome::Conflict { current: None });
+                }
+            }
+        }
+        Ok(PutOutcome::Conflict { current: None })
+    }
+
+    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
+        let inner = &self.inner;
+        let key = inner.full_key(key)?;
+        if inner.known(&key).is_none() {
+            match inner.read(&key).await? {
+                Some(Item::Lock(entry)) if entry.index == index => {}
+                Some(Item::Lock(entry)) => {
+                    return Ok(DeleteOutcome::Conflict {
+                        current: Some(entry),
+                    });
+                }
+                Some(Item::Tombstone { .. }) | None => {
+                    return Ok(DeleteOutcome::Conflict { current: None });
+                }
+            }
+        }
+        let released_at = now_ms();
+        let tombstone = TombstoneObject {
+            previous_index: index,
+            released: true,
+            released_at: dotnet_utc(released_at),
+            released_at_ms: released_at,
+        };
+        let (ok, new_index, value) = inner
+            .cmpxchg_put(&key, index, &tombstone, released_at)
+            .await?;
+        if ok {
+            inner.remember(&key, Some(new_index));
+            return Ok(DeleteOutcome::Deleted);
+        }
+        match decode_item_or_none(&value, new_index)? {
+            Some(Item::Tombstone { index: at }) => {
+                inner.remember(&key, Some(at));
+                // A replay of this very release answers with the tombstone it wrote.
+                let ours = value
+                    .get("Object")
+                    .and_then(|o| o.get("previous_index"))
+                    .and_then(Value::as_u64)
+                    == Some(index);
+                if ours {
+                    Ok(DeleteOutcome::Deleted)
+                } else {
+                    Ok(DeleteOutcome::Conflict { current: None })
+                }
+            }
+            Some(Item::Lock(entry)) => {
+                inner.remember(&key, None);
+                Ok(DeleteOutcome::Conflict {
+                    current: Some(entry),
+                })
+            }
+            None => Ok(DeleteOutcome::Conflict { current: None }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dates_are_ravendb_utc() {
+        assert_eq!(dotnet_utc(0), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(
+            dotnet_utc(1_795_701_600_123),
+            "2026-11-26T14:00:00.1230000Z"
+        );
+        assert_eq!(dotnet_utc(951_782_400_000), "2000-02-29T00:00:00.0000000Z");
+        assert_eq!(dotnet_utc(MAX_DOTNET_MS), "9999-12-31T23:59:59.9990000Z");
+        // Past .NET's last date (a huge ttl): clamped, never a panic.
+        assert_eq!(dotnet_utc(u64::MAX), "9999-12-31T23:59:59.9990000Z");
+    }
+
+    #[test]
+    fn records_round_trip_readably() {
+        let record = Record {
+            owner: "u@h:1".into(),
+            nonce: u64::MAX,
+            ttl_ms: 30_000,
+            written_at_ms: 1_795_701_600_000,
+        };
+        let object = serde_json::to_value(encode_record(&record)).unwrap_or_default();
+        assert_eq!(object["nonce"], "18446744073709551615");
+        assert_eq!(object["written_at"], "2026-11-26T14:00:00.0000000Z");
+        let decoded = decode_record(&object).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded, record);
+        // A number nonce is read too; extra fields are ignored.
+        let numeric = json!({"owner": "o", "nonce": 7, "ttl_ms": 1, "written_at_ms": 2, "x": 1});
+        assert_eq!(decode_record(&numeric).map(|r| r.nonce).ok(), Some(7));
+        for foreign in [
+            json!({"hello": 1}),
+            json!(["5", "o", 1, 2]),
+            json!({"owner": "o", "nonce": "-1", "ttl_ms": 1, "written_at_ms": 2}),
+            json!({"owner": "o", "nonce": 1.5, "ttl_ms": 1, "written_at_ms": 2}),
+            json!({"owner": 1, "nonce": "1", "ttl_ms": 1, "written_at_ms": 2}),
+        ] {
+            assert!(
+                matches!(decode_record(&foreign), Err(StoreError::Foreign { .. })),
+                "{foreign}"
+            );
+        }
+    }
+
+    /// The bytes on the wire are those of the hand-built JSON this replaced:
+    /// keys in alphabetical order, the nonce a string, dates with 7 digits.
+    #[test]
+    fn put_bodies_are_unchanged_on_the_wire() {
+        let record = Record {
+            owner: "u@h:1".into(),
+            nonce: 42,
+            ttl_ms: 30_000,
+            written_at_ms: 1_795_701_600_123,
+        };
+        let object = encode_record(&record);
+        let metadata = Some(Metadata {
+            expires: dotnet_utc(1_795_701_630_123),
+        });
+        let body = serde_json::to_string(&PutBody {
+            metadata,
+            object: &object,
+        })
+        .unwrap_or_default();
+        assert_eq!(
+            body,
+            r#"{"@metadata":{"@expires":"2026-11-26T14:00:30.1230000Z"},"Object":{"nonce":"42","owner":"u@h:1","ttl_ms":30000,"written_at":"2026-11-26T14:00:00.1230000Z","written_at_ms":1795701600123}}"#
+        );
+        let tombstone = TombstoneObject {
+            previous_index: 9,
+            released: true,
+            released_at: dotnet_utc(0),
+            released_at_ms: 0,
+        };
+        let body = serde_json::to_string(&PutBody {
+            metadata: None,
+            object: &tombstone,
+        })
+        .unwrap_or_default();
+        assert_eq!(
+            body,
+            r#"{"Object":{"previous_index":9,"released":true,"released_at":"1970-01-01T00:00:00.0000000Z","released_at_ms":0}}"#
+        );
+        let value: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert!(matches!(
+            decode_item(&value, 10),
+            Ok(Item::Tombstone { index: 10 })
+        ));
+    }
+}
