@@ -2,7 +2,7 @@
 
 use crate::client::LockClient;
 use crate::error::LockError;
-use crate::store::redact::scheme_of;
+use crate::store::net::redact::scheme_of;
 
 impl LockClient {
     /// A client for the backend named by `url`, with default options:

@@ -16,14 +16,18 @@
 //!   nonce: a write of ours whose answer was lost did commit), someone
 //!   else's, or nothing.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use foldhash::fast::RandomState;
 use tokio::time::Instant;
 
 use super::clock::later;
+use crate::store::net::cache::BoundedCache;
 use crate::store::{Entry, Record};
+
+/// How many keys' observations a client remembers (the crate's one bounded
+/// cache and its policy: a key waited on keeps its observation; one left alone
+/// for this many other contended keys is forgotten).
+const MAX_OBSERVED_KEYS: usize = 16_384;
 
 /// How long before the ttl runs out a holder gives up: a tenth of the ttl,
 /// at least 5 ms. It absorbs clock-rate differences between machines (a
@@ -65,25 +69,21 @@ pub(crate) fn classify(current: Option<Entry>, ours: &Record) -> Seen {
 struct Observation {
     index: u64,
     since: Instant,
-    ttl: Duration,
 }
 
 /// The observation cache behind the takeover rule, shared by every
-/// acquisition of a client (so a try-lock can take over too). Bounded: keys
-/// not looked at for twice their ttl are pruned once the map grows
-/// (forgetting only delays a takeover, never hastens it).
+/// acquisition of a client (so a try-lock can take over too). Bounded by
+/// [`BoundedCache`] (forgetting only delays a takeover, never hastens it).
 #[derive(Debug)]
 pub(crate) struct Observations {
-    seen: HashMap<Box<str>, Observation, RandomState>,
-    prune_at: usize,
+    seen: BoundedCache<Box<str>, Observation>,
     lock_delay: Duration,
 }
 
 impl Observations {
     pub fn new(lock_delay: Duration) -> Self {
         Observations {
-            seen: HashMap::default(),
-            prune_at: 1024,
+            seen: BoundedCache::new(MAX_OBSERVED_KEYS),
             lock_delay,
         }
     }
@@ -100,7 +100,6 @@ impl Observations {
         let fresh = Observation {
             index: entry.index,
             since: now,
-            ttl,
         };
         let since = match self.seen.get_mut(key) {
             Some(seen) if seen.index == entry.index => seen.since,
@@ -109,12 +108,6 @@ impl Observations {
                 now
             }
             None => {
-                if self.seen.len() >= self.prune_at {
-                    self.seen.retain(|_, seen| {
-                        now.saturating_duration_since(seen.since) < seen.ttl.saturating_mul(2)
-                    });
-                    self.prune_at = (self.seen.len() * 2).max(1024);
-                }
                 self.seen.insert(key.into(), fresh);
                 now
             }
@@ -124,9 +117,7 @@ impl Observations {
 
     /// Forgets `key` (we got it).
     pub fn forget(&mut self, key: &str) {
-        if !self.seen.is_empty() {
-            self.seen.remove(key);
-        }
+        self.seen.remove(key);
     }
 }
 
@@ -161,6 +152,27 @@ mod tests {
         let t1 = t0 + Duration::from_millis(950);
         assert_eq!(
             seen.takeover_at("k", &entry(6, 1000), t1),
+            Some(t1 + Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn observations_are_bounded_and_a_waited_key_keeps_its_count() {
+        let mut seen = Observations::new(Duration::ZERO);
+        let t0 = Instant::now();
+        let first = seen.takeover_at("waited", &entry(5, 1000), t0);
+        for i in 0..MAX_OBSERVED_KEYS * 2 {
+            seen.takeover_at(&format!("k{i}"), &entry(1, 1000), t0);
+            assert!(seen.seen.len() <= MAX_OBSERVED_KEYS);
+            if i % 1000 == 0 {
+                // A waiter polling the key: its count still runs from t0.
+                assert_eq!(seen.takeover_at("waited", &entry(5, 1000), t0), first);
+            }
+        }
+        seen.forget("waited");
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(
+            seen.takeover_at("waited", &entry(5, 1000), t1),
             Some(t1 + Duration::from_secs(1))
         );
     }

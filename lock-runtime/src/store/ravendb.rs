@@ -69,7 +69,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
-use super::redact::{check_host_port, redact_url, split_userinfo};
+use super::net::redact::{redact_url, split_userinfo};
+use super::net::url::check_host_port;
 use super::{
     Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
     StoreError,

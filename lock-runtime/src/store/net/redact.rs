@@ -7,8 +7,12 @@
 //! `@` is written `%40`.
 //!
 //! A mistyped URL can hold a password where no `@` marks it (`user:passh:1`
-//! for `user:pass@h:1`, or `user:pass,h:1`), so [`check_host_port`] rejects a
-//! `:` anywhere but before the port, and no reason it gives quotes its input.
+//! for `user:pass@h:1`, or `user:pass,h:1`), so the host check of
+//! `net::url` rejects a `:` anywhere but before the port, and no reason it
+//! gives quotes its input.
+//!
+//! Always compiled: [`crate::LockClient::connect`] reads the scheme with
+//! [`scheme_of`] whatever backends this build has.
 
 /// The most characters of a scheme an error shows.
 const MAX_SCHEME: usize = 32;
@@ -49,61 +53,6 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
-/// Checks one `host[:port]` of a URL's authority (`[v6]:port` for IPv6), with
-/// the port required or optional. The reason never quotes the input: a
-/// malformed host may be a password whose `@` was lost.
-#[cfg_attr(not(any(feature = "etcd", feature = "ravendb")), allow(dead_code))]
-pub(crate) fn check_host_port(hostport: &str, port_required: bool) -> Result<(), &'static str> {
-    let port = if let Some(rest) = hostport.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("unclosed '[' in an IPv6 address")?;
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
-        {
-            return Err("invalid IPv6 address in [brackets]");
-        }
-        match after {
-            "" => None,
-            after => Some(
-                after
-                    .strip_prefix(':')
-                    .ok_or("only :port may follow an IPv6 address in [brackets]")?,
-            ),
-        }
-    } else {
-        let (host, port) = match hostport.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (hostport, None),
-        };
-        if port.is_some_and(|port| port.contains(':')) {
-            return Err("a host must not contain ':' except before the port \
-                        (user:password goes before '@', an IPv6 address in [brackets])");
-        }
-        if host.is_empty() {
-            return Err("missing host");
-        }
-        if host.chars().any(|c| {
-            c.is_whitespace()
-                || c.is_control()
-                || matches!(c, ',' | '[' | ']' | '@' | '/' | '?' | '#')
-        }) {
-            return Err("invalid character in the host");
-        }
-        port
-    };
-    match port {
-        None if port_required => Err("missing :port"),
-        None => Ok(()),
-        Some(port) => match port.parse::<u16>() {
-            Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
-            _ => Err("invalid port (expected 1-65535)"),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,34 +85,5 @@ mod tests {
         assert_eq!(redact_url("u:SECRET@h:1"), "***@h:1");
         assert_eq!(redact_url("etcdA//u:SECRET@h:1"), "***@h:1");
         assert_eq!(redact_url("http://h:1"), "http://h:1");
-    }
-
-    #[test]
-    fn hosts_and_ports() {
-        for good in ["h:1", "127.0.0.1:2379", "[::1]:2379", "localhost:65535"] {
-            assert_eq!(check_host_port(good, true), Ok(()), "{good}");
-        }
-        for good in ["raven.local", "[::1]", "h:8080"] {
-            assert_eq!(check_host_port(good, false), Ok(()), "{good}");
-        }
-        for bad in [
-            "h", "[::1]", "h:0", "h:65536", "h:+1", "h:", ":1", "[::1:1", "[u:x]:1", "[::1]x",
-            "a b:1", "a,b:1",
-        ] {
-            assert!(check_host_port(bad, true).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_lost_at_sign_is_caught_without_quoting_the_password() {
-        // `etcd://user:SECRET@h:1` with its '@' deleted, or replaced by ',' or '/'.
-        for bad in ["user:SECRETh:1", "user:SECRET", "user:SECRET.h"] {
-            for port_required in [true, false] {
-                match check_host_port(bad, port_required) {
-                    Err(reason) => assert!(!reason.contains("SECRET"), "{bad}: {reason}"),
-                    Ok(()) => panic!("{bad} accepted"),
-                }
-            }
-        }
     }
 }
