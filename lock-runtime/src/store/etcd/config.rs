@@ -1,13 +1,14 @@
 //! Configuration of an [`EtcdStore`]: the builder, its validation, and `etcd://` URLs.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use super::EtcdStore;
-use crate::options::parse_duration;
-use crate::store::redact::{check_host_port, redact_url, scheme_of, split_userinfo};
+use crate::store::net::redact::redact_url;
+use crate::store::net::secret::Secret;
+use crate::store::net::tls::{ClientIdentity, PemKind, read_pem};
+use crate::store::net::url::{self, Credentials, EndpointProblem, UrlProblem};
 
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,26 +51,10 @@ pub enum EtcdConfigError {
     },
 }
 
-/// A password kept out of `Debug` output and logs.
-#[derive(Clone)]
-pub(super) struct Secret(pub(super) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Credentials {
-    pub(super) user: String,
-    pub(super) password: Secret,
-}
-
 #[derive(Clone, Default)]
 pub(super) struct TlsMaterial {
     pub(super) ca_pem: Option<Vec<u8>>,
-    pub(super) identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub(super) identity: Option<ClientIdentity>,
     pub(super) domain: Option<String>,
 }
 
@@ -77,7 +62,7 @@ impl fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tls")
             .field("custom_ca", &self.ca_pem.is_some())
-            .field("client_certificate", &self.identity_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
             .field("domain", &self.domain)
             .finish()
     }
@@ -177,7 +162,7 @@ impl EtcdStoreBuilder {
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.credentials = Some(Credentials {
             user: user.into(),
-            password: Secret(password.into()),
+            password: Secret::new(password.into()),
         });
         self
     }
@@ -190,9 +175,9 @@ impl EtcdStoreBuilder {
 
     /// Reads the CA certificate from a PEM file (see [`EtcdStoreBuilder::ca_certificate_pem`]).
     pub fn ca_certificate_file(self, path: impl AsRef<Path>) -> Self {
-        match read_pem(path.as_ref(), "CA certificate") {
+        match read_pem(path.as_ref(), PemKind::CaCertificate) {
             Ok(pem) => self.ca_certificate_pem(pem),
-            Err(reason) => self.defer(reason),
+            Err(error) => self.defer(error.to_string()),
         }
     }
 
@@ -202,23 +187,23 @@ impl EtcdStoreBuilder {
         cert_pem: impl Into<Vec<u8>>,
         key_pem: impl Into<Vec<u8>>,
     ) -> Self {
-        self.tls
-            .get_or_insert_with(TlsMaterial::default)
-            .identity_pem = Some((cert_pem.into(), key_pem.into()));
+        let identity = ClientIdentity::new(cert_pem.into(), key_pem.into());
+        self.tls.get_or_insert_with(TlsMaterial::default).identity = Some(identity);
         self
     }
 
     /// Reads the client certificate and key from PEM files.
     pub fn client_certificate_files(
-        self,
+        mut self,
         cert_path: impl AsRef<Path>,
         key_path: impl AsRef<Path>,
     ) -> Self {
-        let cert = read_pem(cert_path.as_ref(), "client certificate");
-        let key = read_pem(key_path.as_ref(), "client key");
-        match (cert, key) {
-            (Ok(cert), Ok(key)) => self.client_certificate_pem(cert, key),
-            (Err(reason), _) | (_, Err(reason)) => self.defer(reason),
+        match ClientIdentity::from_files(cert_path.as_ref(), key_path.as_ref()) {
+            Ok(identity) => {
+                self.tls.get_or_insert_with(TlsMaterial::default).identity = Some(identity);
+                self
+            }
+            Err(error) => self.defer(error.to_string()),
         }
     }
 
@@ -294,7 +279,7 @@ impl EtcdStore {
     /// `cert=/path/client.pem&key=/path/client.key`, `domain=name`,
     /// `timeout=500ms` (per request), `connect_timeout=2s`. Durations are written as
     /// everywhere else in this crate ([`parse_duration`](crate::parse_duration): `250ms`,
-    /// `2s`, `1m`, `1m 30s`; a unit is required).
+    /// `2s`, `1m`, `1m%2030s`; a unit is required).
     ///
     /// ```
     /// use lock_runtime::store::etcd::EtcdStore;
@@ -316,20 +301,19 @@ impl EtcdStore {
     }
 }
 
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} at {}: {e}", path.display()))
-}
-
 /// Checks one endpoint and gives it a scheme matching the TLS setting.
 fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdConfigError> {
     let invalid = |reason: &str| EtcdConfigError::InvalidEndpoint {
         endpoint: redact_url(raw),
         reason: reason.to_owned(),
     };
-    let (scheme, rest) = match raw.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, raw),
-    };
+    let (scheme, hostport) = url::split_endpoint(raw, true).map_err(|problem| match problem {
+        EndpointProblem::Credentials => {
+            invalid("credentials do not belong in an endpoint: use .credentials(user, password)")
+        }
+        EndpointProblem::Path => invalid("an endpoint is host:port, without a path"),
+        EndpointProblem::Host(reason) => invalid(reason),
+    })?;
     let scheme = match (scheme, tls) {
         (None, false) | (Some("http"), false) => "http",
         (None, true) | (Some("https"), true) => "https",
@@ -341,16 +325,6 @@ fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdConfigError> {
         }
         (Some(_), _) => return Err(invalid("the scheme must be http:// or https://")),
     };
-    let hostport = rest.strip_suffix('/').unwrap_or(rest);
-    if hostport.contains('@') {
-        return Err(invalid(
-            "credentials do not belong in an endpoint: use .credentials(user, password)",
-        ));
-    }
-    if hostport.contains('/') || hostport.contains('?') || hostport.contains('#') {
-        return Err(invalid("an endpoint is host:port, without a path"));
-    }
-    check_host_port(hostport, true).map_err(invalid)?;
     Ok(format!("{scheme}://{hostport}"))
 }
 
@@ -361,140 +335,58 @@ fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdConfigError> {
 /// `#` or `@`: the userinfo ends at the last `@` (so an `@` in the prefix or an option is
 /// written `%40`). A non-empty path becomes the key prefix with a trailing `/` (`/myapp` and
 /// `/myapp/` both give `myapp/`). No error quotes the userinfo or a host.
-fn builder_from_url(url: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
-    let invalid = |reason: String| EtcdConfigError::InvalidUrl { reason };
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
-        (false, rest)
-    } else if let Some(rest) = url.strip_prefix("etcds://") {
-        (true, rest)
-    } else {
-        return Err(invalid(match scheme_of(url) {
-            Some(scheme) => format!("unknown scheme {scheme:?}"),
-            None => "missing scheme".to_owned(),
-        }));
+fn builder_from_url(raw: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
+    let invalid = |problem: UrlProblem| EtcdConfigError::InvalidUrl {
+        reason: problem.into_reason(),
     };
-    let (userinfo, rest) = split_userinfo(rest);
-    if rest.contains('#') {
-        return Err(invalid("fragments (#...) are not supported".to_owned()));
+    let problem = |reason: &str| EtcdConfigError::InvalidUrl {
+        reason: reason.to_owned(),
+    };
+    let parts = url::split(raw, &["etcd", "etcds"]).map_err(invalid)?;
+    if parts.fragment.is_some() {
+        return Err(problem("fragments (#...) are not supported"));
     }
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let (hosts, path) = match rest.split_once('/') {
-        Some((hosts, path)) => (hosts, path),
-        None => (rest, ""),
-    };
     let mut builder = EtcdStoreBuilder::default();
-    if tls {
+    if parts.scheme == "etcds" {
         builder = builder.tls();
     }
-    if let Some(userinfo) = userinfo {
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, p),
-            None => (userinfo, ""),
-        };
-        let user = decode(user).map_err(|r| invalid(format!("user name: {r}")))?;
-        // Never echo the password, not even in an error.
-        let password =
-            decode(password).map_err(|_| invalid("bad %-escape in the password".into()))?;
-        if user.is_empty() {
-            return Err(invalid("empty user name before '@'".to_owned()));
-        }
-        builder = builder.credentials(user, password);
+    if let Some(userinfo) = parts.userinfo {
+        builder.credentials = Some(url::credentials(userinfo).map_err(invalid)?);
     }
-    if hosts.is_empty() {
-        return Err(invalid("no host:port".to_owned()));
-    }
-    let count = hosts.split(',').count();
-    for (i, hostport) in hosts.split(',').enumerate() {
-        check_host_port(hostport, true)
-            .map_err(|reason| invalid(format!("host:port {} of {count}: {reason}", i + 1)))?;
-        builder = builder.endpoint(hostport);
-    }
-    let prefix = decode(path).map_err(|r| invalid(format!("prefix: {r}")))?;
+    builder = builder.endpoints(url::hosts(parts.hosts, true).map_err(invalid)?);
+    let prefix =
+        url::decode(parts.path.unwrap_or("")).map_err(|r| problem(&format!("prefix: {r}")))?;
     let prefix = prefix.trim_matches('/');
     if !prefix.is_empty() {
         builder = builder.prefix(format!("{prefix}/"));
     }
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = decode(value).map_err(|r| invalid(format!("{name}: {r}")))?;
-        builder = match name {
-            "ca" => builder.ca_certificate_file(&*value),
-            "cert" => match query_value(query, "key") {
-                Some(key) => builder.client_certificate_files(&*value, key?),
-                None => {
-                    return Err(invalid(
-                        "cert= needs key= (the client's private key)".into(),
-                    ));
-                }
+    let options = url::query_pairs(parts.query).map_err(invalid)?;
+    let option = |name: &str| options.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+    for (name, value) in &options {
+        builder = match *name {
+            "ca" => builder.ca_certificate_file(value),
+            "cert" => match option("key") {
+                Some(key) => builder.client_certificate_files(value, key),
+                None => return Err(problem("cert= needs key= (the client's private key)")),
             },
-            "key" if query_value(query, "cert").is_some() => builder,
-            "key" => return Err(invalid("key= needs cert= (the client certificate)".into())),
+            "key" if option("cert").is_some() => builder,
+            "key" => return Err(problem("key= needs cert= (the client certificate)")),
             "domain" => builder.tls_domain(value),
-            "timeout" => builder.request_timeout(timeout(name, &value)?),
-            "connect_timeout" => builder.connect_timeout(timeout(name, &value)?),
+            "timeout" => {
+                builder.request_timeout(url::positive_duration(name, value).map_err(invalid)?)
+            }
+            "connect_timeout" => {
+                builder.connect_timeout(url::positive_duration(name, value).map_err(invalid)?)
+            }
             other => {
-                return Err(invalid(format!(
+                return Err(problem(&format!(
                     "unknown option {:?} (known: ca, cert, key, domain, timeout, connect_timeout)",
-                    bounded(other)
+                    url::bounded(other)
                 )));
             }
         };
     }
     Ok(builder)
-}
-
-/// The percent-decoded value of `name` in a query string, if present.
-fn query_value(query: Option<&str>, name: &str) -> Option<Result<String, EtcdConfigError>> {
-    query?.split('&').find_map(|pair| {
-        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (n == name).then(|| {
-            decode(v)
-                .map(Cow::into_owned)
-                .map_err(|r| EtcdConfigError::InvalidUrl {
-                    reason: format!("{name}: {r}"),
-                })
-        })
-    })
-}
-
-/// A timeout option, in the crate's one duration grammar; zero is refused here (it would
-/// fail every request).
-fn timeout(name: &str, value: &str) -> Result<Duration, EtcdConfigError> {
-    let reason = match parse_duration(value) {
-        Ok(duration) if !duration.is_zero() => return Ok(duration),
-        Ok(_) => "must be greater than zero".to_owned(),
-        Err(error) => error.to_string(),
-    };
-    Err(EtcdConfigError::InvalidUrl {
-        reason: format!("{name}: {reason}"),
-    })
-}
-
-/// An option name is short, but be safe with whatever was passed.
-fn bounded(name: &str) -> String {
-    name.chars().take(16).collect()
-}
-
-/// Percent-decodes one URL component. `percent-encoding` passes a `%` that is not
-/// followed by two hex digits through unchanged; in a URL that is a typing mistake
-/// (a password's `%` must be written `%25`), so it is refused instead.
-fn decode(component: &str) -> Result<Cow<'_, str>, &'static str> {
-    let bytes = component.as_bytes();
-    let stray = bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            && !bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if stray {
-        return Err("a '%' is not followed by two hex digits");
-    }
-    percent_encoding::percent_decode_str(component)
-        .decode_utf8()
-        .map_err(|_| "not UTF-8 once decoded")
 }
 
 #[cfg(test)]
@@ -624,7 +516,7 @@ mod tests {
                 .config()
                 .credentials
                 .as_ref()
-                .map(|c| c.password.0.as_str());
+                .map(|c| c.password.expose().as_str());
             assert_eq!(password, Some(format!("pa{special}ss").as_str()), "{url}");
         }
     }
@@ -639,7 +531,7 @@ mod tests {
         let credentials = config
             .credentials
             .as_ref()
-            .map(|c| (&*c.user, &*c.password.0));
+            .map(|c| (&*c.user, c.password.expose().as_str()));
         assert_eq!(credentials, Some(("app", "p%ss/")));
         assert_eq!(store.prefix(), "my app/");
         let domain = config.tls.as_ref().and_then(|t| t.domain.as_deref());

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::EtcdStore;
-use super::transport::{BACKEND, EtcdError};
+use super::error::{BACKEND, EtcdError};
 use crate::store::{
     Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
     StoreError,

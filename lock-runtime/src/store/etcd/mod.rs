@@ -19,8 +19,9 @@
 //!
 //! The backend is a folder of small modules: `mapping` (the contract as etcd
 //! requests, and the record encoding), `config` ([`EtcdStoreBuilder`] and `etcd://` URLs),
-//! `transport` (connections, timeouts, failover, the long-lived streams, and etcd's errors
-//! typed as [`EtcdError`]) and `watch` (the shared watch stream).
+//! `transport` (connections, timeouts, failover, the long-lived streams), `error` (etcd's
+//! errors typed as [`EtcdError`], and sorted into the contract's) and `watch` (the shared
+//! watch stream).
 //!
 //! Every request has a timeout: a stopped or electing etcd node hangs instead of failing.
 //! A request that fails or times out on one endpoint moves on to the next one, within the
@@ -48,6 +49,7 @@
 //! ```
 
 mod config;
+mod error;
 mod mapping;
 #[cfg(test)]
 mod proptests;
@@ -55,7 +57,8 @@ mod transport;
 mod watch;
 
 pub use config::{EtcdConfigError, EtcdStoreBuilder};
-pub use transport::{EtcdError, EtcdStore};
+pub use error::EtcdError;
+pub use transport::EtcdStore;
 
 /// The gRPC client crate this backend is built on, for raw access next to the store
 /// (benchmark baselines, debugging, setting up users and roles).

@@ -1,233 +1,31 @@
 //! The etcd transport: one lazily connected gRPC client per endpoint, requests with a
-//! timeout and failover, the long-lived keep-alive and watch streams, and etcd's errors
-//! typed ([`EtcdError`]) and sorted into the contract's [`StoreError`]s.
+//! timeout and failover (a failure sorted by [`EtcdError::is_transient`]), and the
+//! long-lived keep-alive and watch streams.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{
     Client, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, WatchOptions,
 };
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
-use tonic::Code;
 
 use super::config::Config;
+use super::error::{BACKEND, EtcdError, store_error};
 use super::watch;
-use crate::store::{BoxError, StoreError};
+use crate::store::StoreError;
+use crate::store::net::cache::BoundedCache;
+use crate::store::net::classify::Failure;
+use crate::store::net::failover::{Attempt, Failover};
 
-/// The backend's name in errors and logs.
-pub(super) const BACKEND: &str = "etcd";
 /// The key (under the prefix) that the shared watch stream's heartbeat watches; nothing
 /// writes it.
 const HEARTBEAT_KEY: &str = ".distlock-heartbeat";
 /// Bound on remembered observations (one per recently contended key).
 const OBSERVED_MAX: usize = 4096;
-
-/// What went wrong between this backend and etcd: the `source` of the [`StoreError`]s
-/// it returns (downcast it, or use [`EtcdError::of`], to inspect it).
-///
-/// [`EtcdError::is_transient`] says which of them become [`StoreError::Unavailable`]
-/// (another endpoint, or a later attempt, may succeed); the others become
-/// [`StoreError::Backend`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EtcdError {
-    /// The request got no answer within the request timeout.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// Connecting (and authenticating) took longer than the connect timeout.
-    #[error("connecting took longer than {0:?}")]
-    ConnectTimeout(Duration),
-    /// The connection could not be made or broke (a transport or I/O error).
-    #[error("{}", chain(&**.0))]
-    Connection(#[source] BoxError),
-    /// The member cannot serve the request now (no leader, stopping, overloaded,
-    /// the request was cancelled or timed out inside etcd); another member may.
-    #[error("{code:?}: {message}")]
-    NotServing {
-        /// The gRPC status code.
-        code: Code,
-        /// etcd's message.
-        message: String,
-    },
-    /// A watch or lease keep-alive stream broke or ended.
-    #[error("{0}")]
-    Stream(String),
-    /// etcd refused the user name or password.
-    #[error("authentication failed ({message}): check the etcd user and password")]
-    AuthFailed {
-        /// etcd's message.
-        message: String,
-    },
-    /// etcd has authentication enabled, and no credentials were configured.
-    #[error("etcd has authentication enabled: configure a user and password")]
-    AuthRequired,
-    /// The token was refused, or the user's roles do not allow the request.
-    #[error(
-        "authentication or permission refused ({message}): check the etcd user, password and role"
-    )]
-    PermissionDenied {
-        /// etcd's message.
-        message: String,
-    },
-    /// The lease the request names does not exist (any more): it expired or was revoked.
-    #[error("lease not found ({message})")]
-    LeaseNotFound {
-        /// etcd's message.
-        message: String,
-    },
-    /// etcd refused or cancelled a watch.
-    #[error("{0}")]
-    WatchRefused(String),
-    /// etcd refused the request with another gRPC status.
-    #[error("{code:?}: {message}")]
-    Refused {
-        /// The gRPC status code.
-        code: Code,
-        /// etcd's message.
-        message: String,
-    },
-    /// etcd answered with something this backend cannot use.
-    #[error("{0}")]
-    BadAnswer(String),
-    /// Another failure of the gRPC client library.
-    #[error(transparent)]
-    Client(etcd_client::Error),
-}
-
-/// etcd's messages for the errors told apart here, from its `rpctypes` package. A gRPC
-/// status carries only a code and a message, and one code covers several errors
-/// (`NotFound` is also "member not found", `InvalidArgument` a dozen errors), so etcd's
-/// own Go client recognises its errors by exact message too. Only
-/// [`EtcdError::from_status`] compares them, and only with equality.
-mod etcd_messages {
-    pub(super) const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
-    pub(super) const AUTH_FAILED: &str =
-        "etcdserver: authentication failed, invalid user ID or password";
-    pub(super) const USER_EMPTY: &str = "etcdserver: user name is empty";
-    /// Every error etcd itself sends starts so; tonic reports a broken connection as
-    /// `Unknown` with the transport's message, which does not.
-    pub(super) const SERVER_PREFIX: &str = "etcdserver: ";
-}
-
-impl EtcdError {
-    /// Whether another endpoint, or a later attempt, may succeed: the request may not
-    /// have reached etcd, or the member could not serve it.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            EtcdError::Timeout(_)
-                | EtcdError::ConnectTimeout(_)
-                | EtcdError::Connection(_)
-                | EtcdError::NotServing { .. }
-                | EtcdError::Stream(_)
-        )
-    }
-
-    /// The etcd error behind a [`StoreError`] of this backend, if any.
-    ///
-    /// ```
-    /// use lock_runtime::store::StoreError;
-    /// use lock_runtime::store::etcd::EtcdError;
-    ///
-    /// let error = StoreError::Backend {
-    ///     endpoint: "http://127.0.0.1:2379".into(),
-    ///     source: Box::new(EtcdError::AuthRequired),
-    /// };
-    /// assert!(matches!(EtcdError::of(&error), Some(EtcdError::AuthRequired)));
-    /// ```
-    pub fn of(error: &StoreError) -> Option<&EtcdError> {
-        match error {
-            StoreError::Unavailable { source, .. } | StoreError::Backend { source, .. } => {
-                source.downcast_ref()
-            }
-            _ => None,
-        }
-    }
-
-    /// Types a gRPC status that etcd (or the transport under the client) returned.
-    fn from_status(status: &tonic::Status) -> EtcdError {
-        use etcd_messages::{AUTH_FAILED, LEASE_NOT_FOUND, SERVER_PREFIX, USER_EMPTY};
-        let code = status.code();
-        let message = status.message().to_owned();
-        match (code, message.as_str()) {
-            (Code::NotFound, LEASE_NOT_FOUND) => EtcdError::LeaseNotFound { message },
-            (_, AUTH_FAILED) => EtcdError::AuthFailed { message },
-            (_, USER_EMPTY) => EtcdError::AuthRequired,
-            (Code::Unauthenticated | Code::PermissionDenied, _) => {
-                EtcdError::PermissionDenied { message }
-            }
-            (
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::Aborted
-                | Code::ResourceExhausted,
-                _,
-            ) => EtcdError::NotServing { code, message },
-            (Code::Unknown, text) if !text.starts_with(SERVER_PREFIX) => {
-                EtcdError::Connection(message.into())
-            }
-            _ => EtcdError::Refused { code, message },
-        }
-    }
-
-    /// Types the error of opening a keep-alive stream (`Client::lease_keep_alive`).
-    /// There etcd-client returns `LeaseKeepAliveError` only when etcd's first answer has
-    /// no TTL, which is how etcd says the lease does not exist (its other use, a send
-    /// into a channel whose receiver the call itself holds, cannot fail).
-    pub(super) fn opening_keep_alive(error: etcd_client::Error) -> EtcdError {
-        match error {
-            etcd_client::Error::LeaseKeepAliveError(message) => {
-                EtcdError::LeaseNotFound { message }
-            }
-            other => other.into(),
-        }
-    }
-}
-
-impl From<etcd_client::Error> for EtcdError {
-    fn from(error: etcd_client::Error) -> Self {
-        use etcd_client::Error as E;
-        match error {
-            E::GRpcStatus(status) => EtcdError::from_status(&status),
-            E::TransportError(e) => EtcdError::Connection(Box::new(e)),
-            E::IoError(e) => EtcdError::Connection(Box::new(e)),
-            E::LeaseKeepAliveError(m) | E::WatchError(m) => EtcdError::Stream(m),
-            other => EtcdError::Client(other),
-        }
-    }
-}
-
-/// An error and its sources, joined with `": "` (a source already quoted by the
-/// message before it is left out).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        let more = next.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = next.source();
-    }
-    text
-}
-
-/// `error` from `endpoint` as the contract's error.
-pub(super) fn store_error(endpoint: &str, error: EtcdError) -> StoreError {
-    let endpoint = endpoint.to_owned();
-    let source = Box::new(error);
-    if source.is_transient() {
-        StoreError::Unavailable { endpoint, source }
-    } else {
-        StoreError::Backend { endpoint, source }
-    }
-}
 
 /// One configured endpoint and its client, connected on first use.
 struct EndpointSlot {
@@ -245,13 +43,14 @@ struct KeepAlive {
 struct Inner {
     config: Config,
     endpoints: Vec<EndpointSlot>,
-    /// The endpoint that answered last: the next request starts there.
-    current: AtomicUsize,
+    /// Which endpoint requests start at (the one that answered last), and the
+    /// per-request timeout.
+    failover: Failover,
     /// Long-lived keep-alive streams by lease (the lock client holds one lease).
     keepalives: AsyncMutex<HashMap<i64, KeepAlive>>,
     /// Per full key, the index last seen there (`None`: absent) and the store revision
     /// of the answer that showed it, from conflicts and reads: lets a watch skip a read.
-    observed: std::sync::Mutex<HashMap<String, (Option<u64>, i64)>>,
+    observed: Mutex<BoundedCache<String, (Option<u64>, i64)>>,
     /// The watch stream every `watch()` call shares (opened on first use, replaced when
     /// it breaks). Locked while one is opened, so that concurrent calls open one.
     watches: AsyncMutex<Option<Arc<watch::SharedStream>>>,
@@ -281,34 +80,10 @@ impl fmt::Debug for EtcdStore {
     }
 }
 
-/// How one attempt on one endpoint failed.
-enum Failure {
-    /// Try the next endpoint. `maybe_applied`: a write may have reached the server.
-    Retry {
-        error: StoreError,
-        maybe_applied: bool,
-    },
-    /// Stop: the answer would be the same everywhere (auth, bad request, lease gone).
-    Fatal(StoreError),
-}
-
-impl Failure {
-    fn new(endpoint: &str, error: EtcdError, is_write: bool) -> Failure {
-        if error.is_transient() {
-            Failure::Retry {
-                error: store_error(endpoint, error),
-                maybe_applied: is_write,
-            }
-        } else {
-            Failure::Fatal(store_error(endpoint, error))
-        }
-    }
-
-    fn into_error(self) -> StoreError {
-        match self {
-            Failure::Retry { error, .. } | Failure::Fatal(error) => error,
-        }
-    }
+/// How an attempt that failed with `error` on `endpoint` goes on: retried on the next
+/// endpoint when it is transient (`is_write`: the request may have been applied).
+fn failure(endpoint: &str, error: EtcdError, is_write: bool) -> Failure {
+    Failure::by_transience(store_error(endpoint, error), is_write)
 }
 
 impl EtcdStore {
@@ -321,13 +96,14 @@ impl EtcdStore {
                 client: OnceCell::new(),
             })
             .collect();
+        let failover = Failover::new(BACKEND, config.request_timeout);
         EtcdStore {
             inner: Arc::new(Inner {
                 config,
                 endpoints,
-                current: AtomicUsize::new(0),
+                failover,
                 keepalives: AsyncMutex::new(HashMap::new()),
-                observed: std::sync::Mutex::new(HashMap::new()),
+                observed: Mutex::new(BoundedCache::new(OBSERVED_MAX)),
                 watches: AsyncMutex::new(None),
             }),
         }
@@ -378,7 +154,7 @@ impl EtcdStore {
 
     /// The endpoint requests currently start at.
     fn current(&self) -> usize {
-        self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len()
+        self.inner.failover.current(self.inner.endpoints.len())
     }
 
     /// Connects (once) to endpoint `i`, within the connect timeout.
@@ -399,7 +175,7 @@ impl EtcdStore {
                 );
             if let Some(creds) = &config.credentials {
                 options = options
-                    .with_user(creds.user.clone(), creds.password.0.clone())
+                    .with_user(creds.user.clone(), creds.password.expose().clone())
                     .with_auto_token_refresh(true);
             }
             if let Some(tls) = &config.tls {
@@ -408,8 +184,10 @@ impl EtcdStore {
                     tls_options =
                         tls_options.ca_certificate(etcd_client::Certificate::from_pem(ca));
                 }
-                if let Some((cert, key)) = &tls.identity_pem {
-                    tls_options = tls_options.identity(etcd_client::Identity::from_pem(cert, key));
+                if let Some(identity) = &tls.identity {
+                    let key = identity.key_pem.expose();
+                    let identity = etcd_client::Identity::from_pem(&identity.cert_pem, key);
+                    tls_options = tls_options.identity(identity);
                 }
                 if let Some(domain) = &tls.domain {
                     tls_options = tls_options.domain_name(domain.clone());
@@ -422,7 +200,7 @@ impl EtcdStore {
                 Ok(Err(error)) => error.into(),
                 Err(_) => EtcdError::ConnectTimeout(config.connect_timeout),
             };
-            Err(Failure::new(&slot.url, error, false))
+            Err(failure(&slot.url, error, false))
         };
         slot.client.get_or_try_init(connect).await.cloned()
     }
@@ -465,69 +243,45 @@ impl EtcdStore {
         Fut: Future<Output = Result<T, EtcdError>>,
     {
         let inner = &self.inner;
-        let timeout = inner.config.request_timeout;
-        let n = inner.endpoints.len();
-        let start = self.current();
-        let mut ambiguous = false;
-        let mut last = None;
-        for step in 0..n {
-            let i = (start + step) % n;
-            let url = &inner.endpoints[i].url;
-            let failure = match self.client_at(i).await {
-                Err(f) => f,
-                Ok(client) => match tokio::time::timeout(timeout, op(client)).await {
-                    Ok(Ok(value)) => {
-                        if step > 0 {
-                            inner.current.store(i, Ordering::Relaxed);
+        let failover = &inner.failover;
+        let answered = failover
+            .run(inner.endpoints.len(), |Attempt { at, .. }| {
+                let op = &op;
+                async move {
+                    let client = self.client_at(at).await?;
+                    let url = &inner.endpoints[at].url;
+                    match failover.timed(op(client)).await {
+                        Ok(Ok(value)) => Ok(value),
+                        Ok(Err(error)) => Err(failure(url, error, is_write)),
+                        Err(timed_out) => {
+                            Err(failure(url, EtcdError::Timeout(timed_out.0), is_write))
                         }
-                        return Ok((value, ambiguous, i));
                     }
-                    Ok(Err(error)) => Failure::new(url, error, is_write),
-                    Err(_) => Failure::new(url, EtcdError::Timeout(timeout), is_write),
-                },
-            };
-            match failure {
-                Failure::Fatal(error) => return Err(error),
-                Failure::Retry {
-                    error,
-                    maybe_applied,
-                } => {
-                    tracing::debug!(backend = BACKEND, %error, "etcd request failed; trying the next endpoint");
-                    ambiguous |= maybe_applied;
-                    // Later calls start at the next endpoint, not at the one that failed.
-                    inner.current.store((i + 1) % n, Ordering::Relaxed);
-                    last = Some(error);
                 }
-            }
-        }
-        Err(last.unwrap_or(StoreError::Unsupported("an etcd store without endpoints")))
+            })
+            .await?;
+        Ok((answered.value, answered.maybe_applied, answered.at))
     }
 
     /// Remembers that `full_key` held `seen` as of store revision `at`.
     pub(super) fn observe(&self, full_key: &str, seen: Option<u64>, at: Option<i64>) {
         let Some(at) = at else { return };
-        let mut observed = self
-            .inner
-            .observed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if observed.len() >= OBSERVED_MAX && !observed.contains_key(full_key) {
-            observed.clear();
-        }
-        observed.insert(full_key.to_owned(), (seen, at));
+        self.observations().insert(full_key.to_owned(), (seen, at));
     }
 
     /// The revision at which `full_key` was last seen holding `seen`, if remembered.
     pub(super) fn observed_at(&self, full_key: &str, seen: Option<u64>) -> Option<i64> {
-        let observed = self
-            .inner
-            .observed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        observed
+        self.observations()
             .get(full_key)
             .filter(|(index, _)| *index == seen)
             .map(|(_, at)| *at)
+    }
+
+    fn observations(&self) -> MutexGuard<'_, BoundedCache<String, (Option<u64>, i64)>> {
+        self.inner
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A linearizable read of `full_key`: its index (`None`: absent) and the revision
@@ -585,12 +339,7 @@ impl EtcdStore {
             }
             // It broke: the next stream starts at the next endpoint (moved once per
             // broken stream, not once per watch that was on it).
-            let _ = inner.current.compare_exchange(
-                stream.endpoint,
-                (stream.endpoint + 1) % n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            inner.failover.skip(stream.endpoint, n);
             *slot = None;
         }
         let ((stream, first), _, i) = self
@@ -637,11 +386,13 @@ impl EtcdStore {
         // behind (a stale answer would make a renewal look newer than it is).
         let open = inner.keepalives.lock().await.remove(&lease);
         if let Some(mut open) = open {
-            let renewed = tokio::time::timeout(inner.config.request_timeout, async {
-                open.keeper.keep_alive().await?;
-                open.stream.message().await
-            })
-            .await;
+            let renewed = inner
+                .failover
+                .timed(async {
+                    open.keeper.keep_alive().await?;
+                    open.stream.message().await
+                })
+                .await;
             match renewed {
                 Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
                     inner.keepalives.lock().await.insert(lease, open);
@@ -649,16 +400,14 @@ impl EtcdStore {
                 }
                 Ok(Ok(Some(answer))) => return Ok(answer.ttl()),
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                    // The stream broke or hangs: reopen it, on the next endpoint.
+                    // The stream broke or hangs: reopen it, on the next endpoint (unless
+                    // requests have moved off its endpoint already).
                     tracing::debug!(
                         backend = BACKEND,
                         endpoint = %inner.endpoints[open.endpoint].url,
                         "etcd keep-alive stream broken; reopening"
                     );
-                    let n = inner.endpoints.len();
-                    inner
-                        .current
-                        .store((open.endpoint + 1) % n, Ordering::Relaxed);
+                    inner.failover.skip(open.endpoint, inner.endpoints.len());
                 }
             }
         }
@@ -700,103 +449,4 @@ impl EtcdStore {
 /// request timeout).
 fn ping_interval(request_timeout: Duration) -> Duration {
     request_timeout.max(Duration::from_secs(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(code: Code, message: &str) -> EtcdError {
-        EtcdError::from(etcd_client::Error::GRpcStatus(tonic::Status::new(
-            code, message,
-        )))
-    }
-
-    #[test]
-    fn etcd_statuses_are_typed() {
-        use etcd_messages::{AUTH_FAILED, LEASE_NOT_FOUND, USER_EMPTY};
-        assert!(matches!(
-            status(Code::NotFound, LEASE_NOT_FOUND),
-            EtcdError::LeaseNotFound { .. }
-        ));
-        // The other NotFound of etcd is not a lease.
-        assert!(matches!(
-            status(Code::NotFound, "etcdserver: member not found"),
-            EtcdError::Refused {
-                code: Code::NotFound,
-                ..
-            }
-        ));
-        assert!(matches!(
-            status(Code::InvalidArgument, AUTH_FAILED),
-            EtcdError::AuthFailed { .. }
-        ));
-        assert!(matches!(
-            status(Code::InvalidArgument, USER_EMPTY),
-            EtcdError::AuthRequired
-        ));
-        assert!(matches!(
-            status(Code::Unauthenticated, "etcdserver: invalid auth token"),
-            EtcdError::PermissionDenied { .. }
-        ));
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted] {
-            let error = status(code, "etcdserver: no leader");
-            assert!(error.is_transient(), "{error:?}");
-            assert_eq!(
-                error.to_string(),
-                format!("{code:?}: etcdserver: no leader")
-            );
-        }
-        // A broken connection, as tonic reports it, versus an error etcd sent.
-        assert!(matches!(
-            status(Code::Unknown, "h2 protocol error: error reading a body"),
-            EtcdError::Connection(_)
-        ));
-        assert!(matches!(
-            status(Code::Unknown, "etcdserver: something new"),
-            EtcdError::Refused { .. }
-        ));
-    }
-
-    #[test]
-    fn only_transient_errors_are_unavailable() {
-        let endpoint = "http://h:1";
-        let gone = store_error(
-            endpoint,
-            EtcdError::LeaseNotFound {
-                message: etcd_messages::LEASE_NOT_FOUND.into(),
-            },
-        );
-        assert!(matches!(gone, StoreError::Backend { .. }), "{gone:?}");
-        assert!(matches!(
-            EtcdError::of(&gone),
-            Some(EtcdError::LeaseNotFound { .. })
-        ));
-        let late = store_error(endpoint, EtcdError::Timeout(Duration::from_secs(1)));
-        assert!(late.is_transient(), "{late:?}");
-        assert_eq!(
-            late.to_string(),
-            "cannot reach http://h:1: no answer within 1s"
-        );
-        assert!(EtcdError::of(&StoreError::Unsupported("watch")).is_none());
-    }
-
-    #[test]
-    fn opening_a_keep_alive_for_an_unknown_lease_is_lease_not_found() {
-        let refused = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
-        assert!(matches!(
-            EtcdError::opening_keep_alive(refused),
-            EtcdError::LeaseNotFound { .. }
-        ));
-        let broken = etcd_client::Error::WatchError("failed to create lease keeper".into());
-        assert!(EtcdError::opening_keep_alive(broken).is_transient());
-    }
-
-    #[test]
-    fn connection_errors_show_their_causes_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let error = EtcdError::from(etcd_client::Error::IoError(io));
-        assert_eq!(error.to_string(), "refused");
-        assert!(error.is_transient());
-    }
 }

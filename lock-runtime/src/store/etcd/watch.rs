@@ -45,7 +45,7 @@ use etcd_client::{WatchOptions, WatchRequestSender, WatchResponse, WatchResponse
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::transport::{BACKEND, EtcdError, store_error};
+use super::error::{BACKEND, EtcdError, store_error};
 use crate::store::StoreError;
 
 /// How a registration ended.
