@@ -4,6 +4,9 @@
 1. No import cycle among the top-level modules of lock-runtime/src (an edge
    A -> B for every `crate::B` path written in A's files, code only).
 2. The lock engine (`lock/`) imports only `store`, `error` and `options`.
+3. The backend kit (`testing/`) uses only the public API: no path into a
+   private module of the crate root (it is what a backend outside the crate
+   would write).
 Exits 1 and prints what is wrong otherwise.
 """
 import os
@@ -73,12 +76,14 @@ def main():
         if colour.get(node) is None:
             visit(node)
     problems.extend(file_cycles())
+    problems.extend(kit_uses_public_api_only())
     if problems:
         for problem in problems:
             print(f"check_layers: {problem}")
         return 1
     print(f"check_layers: {len(modules)} modules of lock-runtime, no import cycle, "
-          f"the engine imports only {', '.join(sorted(ENGINE_MAY_IMPORT))}")
+          f"the engine imports only {', '.join(sorted(ENGINE_MAY_IMPORT))}, "
+          f"the backend kit uses only the public API")
     return 0
 
 
@@ -134,6 +139,29 @@ def file_cycles():
     for node in sorted(edges):
         if colour.get(node) is None:
             visit(node)
+    return found
+
+
+def kit_uses_public_api_only():
+    """Paths from testing/ into private modules of lib.rs (`mod x;`, not `pub mod x;`)."""
+    with open(os.path.join(SRC, "lib.rs"), encoding="utf-8") as handle:
+        private = set(re.findall(r"^mod\s+(\w+)\s*;", code(handle.read()), flags=re.M))
+    found = []
+    kit = os.path.join(SRC, "testing")
+    for folder, _, names in os.walk(kit):
+        for name in sorted(names):
+            if not name.endswith(".rs"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as handle:
+                text = code(handle.read())
+            targets = set(re.findall(r"\bcrate::(\w+)", text))
+            for group in re.findall(r"\buse\s+crate::\{([^;]*)\}", text, flags=re.S):
+                targets.update(re.findall(r"(?:^|,)\s*(\w+)", group))
+            for target in sorted(targets & private):
+                rel = os.path.relpath(path, SRC)
+                found.append(f"{rel} (the backend kit) uses crate::{target}, a private module; "
+                             f"use the public API (the crate root's re-exports, crate::store)")
     return found
 
 

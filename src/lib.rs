@@ -83,6 +83,127 @@
 //! # }).unwrap();
 //! ```
 //!
+//! ## Adding the dependency
+//!
+//! The in-memory backend is always there; each network backend is a feature:
+//!
+//! ```toml
+//! [dependencies]
+//! # In-memory only (one process: tests, examples, single-instance services):
+//! distlock = "0.1"
+//! # or with etcd (its gRPC code is generated at build time: needs `protoc`):
+//! distlock = { version = "0.1", features = ["etcd"] }
+//! # or with RavenDB:
+//! distlock = { version = "0.1", features = ["ravendb"] }
+//! # or both:
+//! distlock = { version = "0.1", features = ["etcd", "ravendb"] }
+//! # Locks are held and renewed on a Tokio runtime:
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros"] }
+//! ```
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `etcd` | `distlock::store::etcd`: etcd 3.4+ over gRPC (`etcd://`, `etcds://`) |
+//! | `ravendb` | `distlock::store::ravendb`: RavenDB 4.1+ compare-exchange over HTTP (`ravendb+http://`, `ravendb+https://`) |
+//! | `cli` | the `distlock` binary: `distlock run --backend URL --key K -- COMMAND` |
+//!
+//! ## Connecting: backend URLs
+//!
+//! [`LockClient::connect`] takes one URL (the `distlock` binary's `--backend`
+//! takes the same). Nothing is contacted while connecting: a server that is
+//! down shows up as [`LockError::Unavailable`] on the first lock. A malformed
+//! URL, or a backend this build has no feature for, is a [`LockError::Config`]
+//! that says what to fix, and never shows a password.
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `memory://` (or `memory`) | a new private in-memory store |
+//! | `etcd://host:2379` | one etcd node, plain gRPC, keys unprefixed |
+//! | `etcd://host1:2379,host2:2379,host3:2379/myapp` | an etcd cluster (a failed request moves to the next node); keys under `myapp/` |
+//! | `etcd://user:password@host:2379/myapp` | etcd authentication (user and password may be percent-encoded) |
+//! | `etcd://[::1]:2379` | an IPv6 address, in brackets |
+//! | `etcds://host:2379/myapp?ca=/etc/etcd/ca.pem` | TLS, trusting that CA (`ca=` is required) |
+//! | `etcds://host:2379?ca=ca.pem&cert=client.pem&key=client.key` | mutual TLS with a client certificate and its key |
+//! | `etcds://10.0.0.1:2379?ca=ca.pem&domain=etcd.internal` | the name to verify in the servers' certificates |
+//! | `etcd://host:2379?timeout=500ms&connect_timeout=2s` | per-request and connect timeouts (both 2 s by default) |
+//! | `ravendb+http://host:8080/locks` | RavenDB database `locks` over HTTP |
+//! | `ravendb+http://a:8080,b:8080,c:8080/locks` | a RavenDB cluster (failover between the nodes) |
+//! | `ravendb+https://a.example:443/locks` | HTTPS, servers checked against the system's trusted roots |
+//!
+//! etcd query options combine with `&` (`?ca=..&cert=..&key=..&timeout=1s`) and
+//! their values may be percent-encoded. RavenDB URLs take no options and no
+//! `user:password@` (RavenDB authenticates with client certificates): for a
+//! client certificate, a private CA or a key prefix, build the store and give
+//! it to [`LockClient::new`] or [`LockClient::builder`] (as for anything the
+//! URL cannot say, such as the client's default [`LockOptions`]).
+//!
+//! ```
+//! use distlock::{LockClient, LockError};
+//!
+//! let client = LockClient::connect("memory://")?;
+//! assert_eq!(client.backend(), "memory");
+//!
+//! // A mistake is a typed error that says what to fix:
+//! let error = LockClient::connect("zookeeper://10.0.0.1:2181").unwrap_err();
+//! assert!(matches!(error, LockError::Config { .. }));
+//! assert!(error.to_string().contains("etcd://"));
+//! # Ok::<(), LockError>(())
+//! ```
+//!
+//! With the `etcd` feature (each of these is ready to use; it connects on the
+//! first lock):
+//!
+//! ```
+//! # #[cfg(feature = "etcd")] {
+//! use distlock::LockClient;
+//!
+//! let client = LockClient::connect("etcd://127.0.0.1:2379")?;
+//! assert_eq!(client.backend(), "etcd");
+//! LockClient::connect("etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/myapp")?;
+//! LockClient::connect("etcd://app:s3cret@10.0.0.1:2379/myapp")?;
+//! LockClient::connect("etcd://[::1]:2379/myapp?timeout=500ms&connect_timeout=2s")?;
+//!
+//! // TLS needs the CA that signed the servers: without `ca=` (or with a file
+//! // that cannot be read) connecting fails at once, not on the first lock.
+//! let error = LockClient::connect("etcds://10.0.0.1:2379/myapp").unwrap_err();
+//! assert!(error.to_string().contains("ca="));
+//! # }
+//! # Ok::<(), distlock::LockError>(())
+//! ```
+//!
+//! With the `ravendb` feature:
+//!
+//! ```
+//! # #[cfg(feature = "ravendb")] {
+//! use distlock::LockClient;
+//!
+//! let client = LockClient::connect("ravendb+http://127.0.0.1:8080/locks")?;
+//! assert_eq!(client.backend(), "ravendb");
+//! LockClient::connect("ravendb+http://10.0.0.1:8080,10.0.0.2:8080/locks")?;
+//! LockClient::connect("ravendb+https://a.example:443/locks")?;
+//! # }
+//! # Ok::<(), distlock::LockError>(())
+//! ```
+//!
+//! A RavenDB client certificate, given on the store's builder:
+//!
+//! ```no_run
+//! # #[cfg(feature = "ravendb")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use distlock::LockClient;
+//! use distlock::store::ravendb::RavenDbStore;
+//!
+//! let store = RavenDbStore::builder_from_url("ravendb+https://a.example:443,b.example:443/locks")?
+//!     .client_certificate_pem(std::fs::read("client.pem")?, std::fs::read("client.key")?)
+//!     .build()?;
+//! let client = LockClient::new(store);
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "ravendb"))]
+//! # fn main() {}
+//! ```
+//!
 //! ## Guarantees and their limits
 //! - Never two holders at once, as long as the backend is linearizable and
 //!   the holder can renew. When it cannot (a pause or partition longer than
@@ -93,6 +214,33 @@
 //! - Takeover of a crashed holder happens only after its record stayed
 //!   unchanged for its full ttl on the local monotonic clock: no two machines'
 //!   wall clocks are ever compared.
+//!
+//! ## Writing a backend
+//!
+//! A backend is an implementation of [`store::CompareExchange`]: get, a
+//! conditional put, a conditional delete, and optionally watch and server
+//! leases. The [`store`] module docs give the contract, method by method. The
+//! backend kit (feature `testing`, in your dev-dependencies:
+//! `distlock = { version = "0.1", features = ["testing"] }`) holds the
+//! conformance suite that checks it, fault-injecting wrappers and a
+//! deterministic simulation. A conformance test, here on the in-memory store:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
+//! use distlock::store::Capabilities;
+//! use distlock::store::memory::MemoryStore;
+//! use distlock::testing::conformance::{self, Backend};
+//!
+//! // Connections that share one store (for a server: one new client per call of
+//! // the closure given to `Backend::new`), declared with the capabilities it has.
+//! let backend = Backend::shared("memory", Capabilities::NONE.with_watch(true), MemoryStore::new());
+//! let report = conformance::run_all(&backend).await?;
+//! assert!(report.skipped().contains(&"lease_contract")); // no server leases
+//! # Ok::<(), conformance::Failure>(())
+//! # }).unwrap();
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use lock_macros::distributed_lock;
 
@@ -101,6 +249,10 @@ pub use lock_runtime::{
     LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseDurationError,
     SystemClock, Wait, WallClock, current, install, installed, parse_duration, store, validate_key,
 };
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use lock_runtime::testing;
 
 /// What `#[distributed_lock]` expands to call. Not a public API: it changes
 /// without notice.

@@ -5,16 +5,11 @@
 //! Run: `cargo test --features cli,etcd --test cli` (needs `scripts/etcd.sh`).
 #![cfg(all(feature = "cli", feature = "etcd"))]
 
-mod support {
-    pub mod etcd;
-    pub mod ports;
-}
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::etcd::EtcdCluster;
+use testkit::etcd::Cluster as EtcdCluster;
 
 fn distlock(backend: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distlock"));

@@ -9,8 +9,6 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use proptest::prelude::*;
-
 /// Runs `distlock run --backend memory:// --key k ARGS -- true`, killing it
 /// (by its PID) if it has not exited after 30 s.
 fn distlock(args: &[String]) -> Output {
@@ -81,6 +79,8 @@ const HUGE: &[&str] = &[
     "5000000000000s",
     "213503982334601d",
     "18446744073709551615ms",
+    // Found by an earlier random run (with --hold-at-least): seconds just under i64::MAX.
+    "9223372036854773282s",
 ];
 
 const GARBAGE: &[&str] = &[
@@ -150,26 +150,58 @@ fn ordinary_durations_run_the_command() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
 }
 
-proptest! {
-    // Each case starts a process: few cases.
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    #[test]
-    fn any_duration_argument_does_not_panic(
-        option in prop::sample::select(vec!["--wait", "--ttl", "--hold-at-least"]),
-        value in prop_oneof![
+/// Random duration arguments, drawn like a property test (48 cases: each starts a
+/// process). The generator is fastrand, not proptest, so that proptest is not a
+/// dev-dependency of this package and not built for its examples; there is no
+/// shrinking, so a failure prints the seed and the exact argument. Replay a run with
+/// `DISTLOCK_CLI_SEED=N`.
+#[test]
+fn any_duration_argument_does_not_panic() {
+    const UNITS: &[&str] = &["ns", "us", "ms", "s", "m", "h", "d", "w", "y", "years"];
+    let seed = std::env::var("DISTLOCK_CLI_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    println!("cli durations: seed {seed} (DISTLOCK_CLI_SEED)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut failures = Vec::new();
+    for _ in 0..48 {
+        let option = ["--wait", "--ttl", "--hold-at-least"][rng.usize(..3)];
+        let value = match rng.u8(..3) {
             // Seconds past `i64::MAX` overflow an `Instant`; humantime takes up to `u64::MAX`.
-            (
-                prop_oneof![any::<u64>(), (i64::MAX as u64)..=u64::MAX],
-                "(s|s|s|ms|ns|h)",
-            )
-                .prop_map(|(n, u)| format!("{n}{u}")),
-            ("[0-9]{12,24}", "(ns|us|ms|s|m|h|d|w|y|years)").prop_map(|(n, u)| format!("{n}{u}")),
-            "[^\\x00]{0,12}",
-        ],
-    ) {
+            0 => {
+                let n = if rng.bool() {
+                    rng.u64(..)
+                } else {
+                    rng.u64(i64::MAX as u64..=u64::MAX)
+                };
+                let unit = ["s", "s", "s", "ms", "ns", "h"][rng.usize(..6)];
+                format!("{n}{unit}")
+            }
+            // 12 to 24 digits and any unit.
+            1 => {
+                let digits: String = (0..rng.usize(12..=24)).map(|_| rng.digit(10)).collect();
+                format!("{digits}{}", UNITS[rng.usize(..UNITS.len())])
+            }
+            // Up to 12 characters but NUL (which no argument can hold): half of them
+            // printable ASCII (digits, units, signs, dots), half from all of Unicode.
+            _ => (0..rng.usize(..=12))
+                .map(|_| {
+                    if rng.bool() {
+                        rng.char(' '..='~')
+                    } else {
+                        rng.char('\u{1}'..=char::MAX)
+                    }
+                })
+                .collect(),
+        };
         if let Err(failure) = check(option, &value) {
-            prop_assert!(false, "{}", failure);
+            failures.push(format!("seed {seed}: {failure}"));
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -40,7 +40,7 @@ pub struct ClientStats {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lock_runtime::{LockClient, LockOptions};
+/// use distlock::{LockClient, LockOptions};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let client = LockClient::memory();
@@ -52,7 +52,7 @@ pub struct ClientStats {
 ///     .with_lock("orders/42", &LockOptions::default().ttl(Duration::from_secs(5)), async { 40 + 2 })
 ///     .await?;
 /// assert_eq!(total, 42);
-/// # Ok::<(), lock_runtime::LockError>(())
+/// # Ok::<(), distlock::LockError>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]
@@ -208,7 +208,7 @@ fn default_owner() -> String {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lock_runtime::{LockClient, LockOptions, Wait, store::memory::MemoryStore};
+/// use distlock::{LockClient, LockOptions, Wait, store::memory::MemoryStore};
 ///
 /// let client = LockClient::builder(MemoryStore::new())
 ///     .defaults(LockOptions::default().ttl(Duration::from_secs(10)).wait(Wait::For(Duration::from_secs(1))))

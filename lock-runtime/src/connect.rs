@@ -10,8 +10,15 @@ impl LockClient {
     /// | URL | backend | feature |
     /// |---|---|---|
     /// | `memory` or `memory://` | a new private in-memory store | always |
-    /// | `etcd://[user:pass@]host:port[,host:port...][/prefix]`, `etcds://...` (TLS) | etcd | `etcd` |
-    /// | `ravendb+http://host:port[,host:port...]/database`, `ravendb+https://...` | RavenDB | `ravendb` |
+    /// | `etcd://[user:pass@]host:port[,host:port...][/prefix][?options]`, `etcds://...` (TLS) | etcd | `etcd` |
+    /// | `ravendb+http://host[:port][,host[:port]...]/database`, `ravendb+https://...` | RavenDB | `ravendb` |
+    ///
+    /// etcd options: `ca=/path/ca.pem` (required with `etcds://`),
+    /// `cert=/path/client.pem&key=/path/client.key`, `domain=name` (to verify in
+    /// the servers' certificates), `timeout=500ms` (per request), `connect_timeout=2s`.
+    /// RavenDB URLs take no options and no credentials: a client certificate or a
+    /// private CA goes on `RavenDbStore::builder`, then [`LockClient::new`]. The
+    /// facade's crate documentation has an example of every form.
     ///
     /// The store connects lazily: a server that is down shows up as
     /// [`LockError::Unavailable`] on the first lock, not here. A malformed URL,
@@ -19,11 +26,11 @@ impl LockClient {
     /// that says what to fix. Credentials in the URL never appear in errors.
     ///
     /// ```
-    /// let client = lock_runtime::LockClient::connect("memory://")?;
+    /// let client = distlock::LockClient::connect("memory://")?;
     /// assert_eq!(client.backend(), "memory");
-    /// let error = lock_runtime::LockClient::connect("zookeeper://host").unwrap_err();
+    /// let error = distlock::LockClient::connect("zookeeper://host").unwrap_err();
     /// assert!(error.to_string().contains("zookeeper"));
-    /// # Ok::<(), lock_runtime::LockError>(())
+    /// # Ok::<(), distlock::LockError>(())
     /// ```
     pub fn connect(url: &str) -> Result<LockClient, LockError> {
         const KNOWN: &str = "use memory://, etcd://, etcds://, ravendb+http:// or ravendb+https://";

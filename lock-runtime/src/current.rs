@@ -45,15 +45,15 @@ impl Current {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let client = lock_runtime::LockClient::memory();
+/// let client = distlock::LockClient::memory();
 /// let token = client
 ///     .with_lock("jobs/report", &Default::default(), async {
-///         lock_runtime::current().map(|lock| lock.token())
+///         distlock::current().map(|lock| lock.token())
 ///     })
 ///     .await
 ///     .unwrap();
 /// assert!(token.is_some());
-/// assert!(lock_runtime::current().is_none());
+/// assert!(distlock::current().is_none());
 /// # });
 /// ```
 pub fn current() -> Option<Current> {

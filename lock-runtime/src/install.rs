@@ -13,10 +13,10 @@ static INSTALLED: OnceLock<LockClient> = OnceLock::new();
 /// Fails with [`LockError::Config`] if a client was already installed.
 ///
 /// ```
-/// let client = lock_runtime::LockClient::memory();
-/// lock_runtime::install(client).unwrap();
-/// assert!(lock_runtime::installed().is_ok());
-/// assert!(lock_runtime::install(lock_runtime::LockClient::memory()).is_err());
+/// let client = distlock::LockClient::memory();
+/// distlock::install(client).unwrap();
+/// assert!(distlock::installed().is_ok());
+/// assert!(distlock::install(distlock::LockClient::memory()).is_err());
 /// ```
 pub fn install(client: LockClient) -> Result<(), LockError> {
     INSTALLED.set(client).map_err(|_| {

@@ -9,10 +9,12 @@
 //! - [`LockClient`]: acquire, wait, take over abandoned locks, renew, release.
 //! - [`LockGuard`]: key, fencing token, lost signal, `release().await`.
 //! - [`current`]: the lock the running task holds (inside [`LockClient::with_lock`]).
+//! - `testing` (feature `testing`): the backend kit: the conformance suite,
+//!   fault-injecting store wrappers and a deterministic simulation.
 //!
 //! ```
 //! use std::time::Duration;
-//! use lock_runtime::{LockClient, LockOptions, Wait};
+//! use distlock::{LockClient, LockOptions, Wait};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let client = LockClient::memory();
@@ -28,9 +30,23 @@
 //!
 //! let next = client.acquire_with("orders/7", &options).await?;
 //! assert!(next.token() > token);
-//! # Ok::<(), lock_runtime::LockError>(())
+//! # Ok::<(), distlock::LockError>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Writing a backend
+//!
+//! Implement [`store::CompareExchange`] for your client type: the module docs
+//! of [`store`] state what each method must guarantee (linearizable,
+//! conditional writes with conflicts as data, an index that grows across
+//! delete and re-create, bounded time, typed errors) and which capabilities
+//! are optional. Then run the conformance suite from your crate's tests, with
+//! `distlock = { version = "0.1", features = ["testing"] }` in its
+//! dev-dependencies: `distlock::testing::conformance::run_all` checks the
+//! contract and the lock's invariants on your store and reports the first rule
+//! it breaks (see `distlock::testing` for a test to copy).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]

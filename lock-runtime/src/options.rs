@@ -111,7 +111,7 @@ pub enum OnLost {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lock_runtime::{LockOptions, Wait};
+/// use distlock::{LockOptions, Wait};
 ///
 /// let options = LockOptions::default()
 ///     .ttl(Duration::from_secs(10))

@@ -1,20 +1,22 @@
 //! Adversarial tests of the lock engine: each test is one defect found by
 //! reading the engine as an outsider, reproduced deterministically (paused
-//! Tokio clock, a scripted store with exactly the faults the defect needs).
+//! Tokio clock, a store behind `testing::faults::Faults` with exactly the faults
+//! the defect needs).
 //! Each test names the rule it checks, the engine line at fault, and fails on
 //! an engine that has the defect.
 //!
 //! Run: `cargo test -p lock-runtime --features testing --test attack`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use lock_runtime::store::{
-    BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
-    Record, StoreError, async_trait,
+    CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record, StoreError,
+    async_trait,
 };
 use lock_runtime::testing::SimStore;
+use lock_runtime::testing::faults::{Faults, Op};
 use lock_runtime::{LockClient, LockOptions, Wait};
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -48,15 +50,7 @@ fn client(store: impl CompareExchange, owner: &str) -> LockClient {
         .or_panic("build a client")
 }
 
-fn unavailable(why: &str) -> StoreError {
-    let source: BoxError = why.to_owned().into();
-    StoreError::Unavailable {
-        endpoint: "scripted".into(),
-        source,
-    }
-}
-
-/// After this many calls a [`Scripted`] store answers every call with a
+/// After this many calls a [`scripted`] store answers every call with a
 /// non-transient error: a busy loop in the engine then ends (and the test
 /// reports it) instead of spinning forever on a paused clock.
 const BUDGET: u64 = 20_000;
@@ -64,140 +58,21 @@ const BUDGET: u64 = 20_000;
 /// How long a request that gets no answer takes to fail (a client timeout).
 const NO_ANSWER_AFTER: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Default)]
-struct Script {
-    /// The next put is applied at this instant (after its caller gave up:
-    /// the caller gets `Unavailable` after [`NO_ANSWER_AFTER`]).
-    late_put: Option<Instant>,
-    /// After this many more puts, every request is lost (cut).
-    cut_after_puts: Option<u32>,
-    /// Every request is lost: it fails after [`NO_ANSWER_AFTER`], unapplied.
-    cut: bool,
-    /// Time each put and each delete takes before it is applied (the answer
-    /// then comes at once).
-    put_delay: Duration,
-    delete_delay: Duration,
-    /// Time every other request takes before it is applied.
-    other_delay: Duration,
+/// A store in front of a [`SimStore`] with the faults a test switches on,
+/// counting calls: lost requests and answers fail after [`NO_ANSWER_AFTER`].
+fn scripted(inner: SimStore) -> Faults<SimStore> {
+    let faults = Faults::new(inner);
+    faults.no_answer_after(NO_ANSWER_AFTER);
+    faults.budget(BUDGET);
+    faults
 }
 
-/// A store in front of a [`SimStore`] with scripted faults, counting calls.
-#[derive(Debug, Clone)]
-struct Scripted {
-    inner: SimStore,
-    script: Arc<Mutex<Script>>,
-    calls: Arc<AtomicU64>,
-}
-
-impl Scripted {
-    fn new(inner: SimStore) -> Scripted {
-        Scripted {
-            inner,
-            script: Arc::default(),
-            calls: Arc::default(),
+/// Every call but puts and deletes takes `delay` before it is applied.
+fn delay_others(store: &Faults<SimStore>, delay: Duration) {
+    for op in Op::ALL {
+        if !matches!(op, Op::Put | Op::Delete) {
+            store.delay(op, delay);
         }
-    }
-
-    fn script(&self) -> MutexGuard<'_, Script> {
-        self.script.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Counts the call; `Err` if the budget is spent or the link is cut.
-    async fn enter(&self, delay: impl Fn(&Script) -> Duration) -> Result<(), StoreError> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) >= BUDGET {
-            return Err(StoreError::Backend {
-                endpoint: "scripted".into(),
-                source: "call budget spent (the engine is looping)".into(),
-            });
-        }
-        let (cut, delay) = {
-            let script = self.script();
-            (script.cut, delay(&script))
-        };
-        if cut {
-            sleep(NO_ANSWER_AFTER).await;
-            return Err(unavailable("cut"));
-        }
-        sleep(delay).await;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl CompareExchange for Scripted {
-    fn backend(&self) -> &'static str {
-        "scripted"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.caps()
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.enter(|s| s.other_delay).await?;
-        self.inner.get(key).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        record: &Record,
-        expect: Expect,
-        lease: Option<LeaseId>,
-    ) -> Result<PutOutcome, StoreError> {
-        let late = {
-            let mut script = self.script();
-            match script.cut_after_puts {
-                Some(0) => {
-                    script.cut = true;
-                    script.cut_after_puts = None;
-                }
-                Some(n) => script.cut_after_puts = Some(n - 1),
-                None => {}
-            }
-            if script.cut {
-                None
-            } else {
-                script.late_put.take()
-            }
-        };
-        if let Some(at) = late {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let (store, key, record) = (self.inner.clone(), key.to_owned(), record.clone());
-            tokio::spawn(async move {
-                sleep_until(at).await;
-                let _ = store.put_now(&key, &record, expect, lease);
-            });
-            sleep(NO_ANSWER_AFTER).await;
-            return Err(unavailable("answer lost (the put lands later)"));
-        }
-        self.enter(|s| s.put_delay).await?;
-        self.inner.put(key, record, expect, lease).await
-    }
-
-    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
-        self.enter(|s| s.delete_delay).await?;
-        self.inner.delete(key, index).await
-    }
-
-    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
-        self.enter(|s| s.other_delay).await?;
-        self.inner.watch(key, seen).await
-    }
-
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.enter(|s| s.other_delay).await?;
-        self.inner.grant_lease(ttl).await
-    }
-
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
-        self.enter(|s| s.other_delay).await?;
-        self.inner.keep_alive(lease).await
-    }
-
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.enter(|s| s.other_delay).await?;
-        self.inner.revoke_lease(lease).await
     }
 }
 
@@ -214,12 +89,12 @@ impl CompareExchange for Scripted {
 #[tokio::test(start_paused = true)]
 async fn a_stale_put_that_recreates_a_deleted_key_does_not_extend_the_deadline() {
     let store = SimStore::cas_only();
-    let b_store = Scripted::new(store.clone());
+    let b_store = scripted(store.clone());
     let b = client(b_store.clone(), "b");
     let c = client(store.clone(), "c");
     let options = LockOptions::default().ttl(ms(1000));
     let t0 = Instant::now();
-    b_store.script().late_put = Some(t0 + ms(710));
+    b_store.late_put(t0 + ms(710));
     let guard = b.acquire_with("k", &options).await.or_panic("B acquires");
     sleep_until(t0 + ms(700)).await;
     assert!(
@@ -239,7 +114,7 @@ async fn a_stale_put_that_recreates_a_deleted_key_does_not_extend_the_deadline()
     });
     // B's next renewal (due about 1009 ms) still reaches the store and finds
     // its own record at an index it never wrote; every later request of B is lost.
-    b_store.script().cut_after_puts = Some(1);
+    b_store.cut_after(Op::Put, 1);
     let taken = waiter
         .await
         .or_panic("join")
@@ -262,14 +137,14 @@ use lock_runtime::LockError;
 /// (`State::swapped` forgot the unanswered put, `delete_ours` returns Ok), so
 /// the key holds A's record with nobody holding it.
 async fn late_put_after_release(store: SimStore) -> (Option<Entry>, Result<(), LockError>) {
-    let a_store = Scripted::new(store.clone());
+    let a_store = scripted(store.clone());
     let a = client(a_store.clone(), "a");
     let other = client(store.clone(), "o");
     let options = LockOptions::default().ttl(ms(1000));
     // A long-lived lock of A (on lease stores: on the same lease session).
     let long = a.acquire_with("long", &options).await.or_panic("long");
     let t0 = Instant::now();
-    a_store.script().late_put = Some(t0 + ms(300));
+    a_store.late_put(t0 + ms(300));
     let guard = a.acquire_with("k", &options).await.or_panic("A acquires k");
     guard.release().await.or_panic("A releases k");
     assert!(store.entry("k").is_none(), "the release deleted k");
@@ -307,12 +182,6 @@ async fn a_late_acquiring_put_after_release_does_not_leave_the_key_on_a_lease_st
 
 // ---- 3. the held-key watch spins on a record of ours at a new index --------------
 
-impl Scripted {
-    fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
 /// Background busy loop. On a lease store the held-key watch
 /// (`background::watch_loop`) watches `lock.index()`; when the key holds our
 /// own record at another index (a stale put of ours re-created it after an
@@ -322,8 +191,8 @@ impl Scripted {
 #[tokio::test(start_paused = true)]
 async fn the_held_key_watch_does_not_spin_on_our_record_at_a_new_index() {
     let store = SimStore::etcd_like();
-    let scripted = Scripted::new(store.clone());
-    scripted.script().other_delay = ms(1);
+    let scripted = scripted(store.clone());
+    delay_others(&scripted, ms(1));
     let a = client(scripted.clone(), "a");
     let guard = a
         .acquire_with("k", &LockOptions::default().ttl(ms(3000)))
@@ -336,9 +205,9 @@ async fn the_held_key_watch_does_not_spin_on_our_record_at_a_new_index() {
     store
         .force_overwrite("k", entry.record.clone(), entry.lease)
         .or_panic("re-create");
-    let before = scripted.calls();
+    let before = scripted.calls().total();
     sleep(ms(1000)).await;
-    let calls = scripted.calls() - before;
+    let calls = scripted.calls().total() - before;
     // One keep-alive per ttl/3 and a watch or two: a handful.
     assert!(
         calls < 50,
@@ -368,8 +237,8 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_background_task_refused_by_a_closing_runtime_does_not_kill_the_client() {
     let store = SimStore::cas_only();
-    let scripted = Scripted::new(store.clone());
-    scripted.script().put_delay = ms(100);
+    let scripted = scripted(store.clone());
+    scripted.delay(Op::Put, ms(100));
     let a = client(scripted.clone(), "a");
     let first = paused_runtime();
     first.block_on(async {
@@ -381,7 +250,7 @@ fn a_background_task_refused_by_a_closing_runtime_does_not_kill_the_client() {
         sleep(ms(10)).await;
     });
     drop(first);
-    scripted.script().put_delay = Duration::ZERO;
+    scripted.delay(Op::Put, Duration::ZERO);
     let second = paused_runtime();
     let lost = second.block_on(async {
         let guard = a
@@ -469,7 +338,7 @@ fn a_guard_dropped_while_no_background_task_runs_is_released_later() {
 /// (or every lock on the session) is never renewed again, also after the
 /// background task restarted on another runtime.
 fn renewal_survives_a_runtime_that_dropped_it(store: SimStore) -> bool {
-    let scripted = Scripted::new(store);
+    let scripted = scripted(store);
     let a = client(scripted.clone(), "a");
     let options = LockOptions::default().ttl(ms(1000));
     let first = paused_runtime();
@@ -477,8 +346,8 @@ fn renewal_survives_a_runtime_that_dropped_it(store: SimStore) -> bool {
         let guard = a.acquire_with("k", &options).await.or_panic("acquire k");
         // Every request now takes 5 ms: the renewal (or keep-alive) due at
         // 333 ms is in flight at 335 ms, when this runtime goes.
-        scripted.script().put_delay = ms(5);
-        scripted.script().other_delay = ms(5);
+        scripted.delay(Op::Put, ms(5));
+        delay_others(&scripted, ms(5));
         sleep(ms(335)).await;
         guard
     });
@@ -589,12 +458,9 @@ async fn a_try_lock_against_unreported_conflicts_gives_up() {
 #[tokio::test(start_paused = true)]
 async fn a_renewal_answered_after_release_does_not_mark_the_lock_lost() {
     let store = SimStore::cas_only();
-    let scripted = Scripted::new(store.clone());
-    {
-        let mut script = scripted.script();
-        script.put_delay = ms(20);
-        script.delete_delay = ms(1);
-    }
+    let scripted = scripted(store.clone());
+    scripted.delay(Op::Put, ms(20));
+    scripted.delay(Op::Delete, ms(1));
     let a = client(scripted, "a");
     let t0 = Instant::now();
     let guard = a
@@ -625,14 +491,14 @@ async fn a_renewal_answered_after_release_does_not_mark_the_lock_lost() {
 #[tokio::test(start_paused = true)]
 async fn a_lease_grant_that_fails_transiently_is_retried_within_the_wait() {
     let store = SimStore::etcd_like();
-    let scripted = Scripted::new(store);
-    scripted.script().cut = true;
+    let scripted = scripted(store);
+    scripted.cut();
     let a = client(scripted.clone(), "a");
     tokio::spawn({
         let scripted = scripted.clone();
         async move {
             sleep(ms(200)).await;
-            scripted.script().cut = false;
+            scripted.heal();
         }
     });
     let options = LockOptions::default()
@@ -644,7 +510,7 @@ async fn a_lease_grant_that_fails_transiently_is_retried_within_the_wait() {
         "a 2 s wait failed on a grant lost during a 200 ms outage: {got:?}"
     );
     // Without a wait, the error is still reported at once.
-    scripted.script().cut = true;
+    scripted.cut();
     let never = a
         .acquire_with("j", &options.clone().ttl(ms(2000)).wait(Wait::Never))
         .await;

@@ -19,11 +19,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 use std::time::Duration;
 
+use lock_runtime::store::Capabilities;
 use lock_runtime::store::memory::MemoryStore;
-use lock_runtime::store::{
-    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
-    StoreError, async_trait,
-};
+use lock_runtime::testing::faults::Faults;
 use lock_runtime::{Backoff, LockClient, LockError, LockOptions, MIN_TTL, Wait};
 use proptest::prelude::*;
 
@@ -101,41 +99,6 @@ where
         Ok(Ok(value)) if panics.is_empty() => Ok(value),
         Ok(Err(message)) if panics.is_empty() => Err(message),
         _ => Err(format!("panicked: {}", panics.join(" | "))),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A memory store without watch: waiters poll with the builder's backoff
-
-#[derive(Clone, Debug)]
-struct Polling(MemoryStore);
-
-#[async_trait]
-impl CompareExchange for Polling {
-    fn backend(&self) -> &'static str {
-        "memory-polling"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.0.get(key).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        record: &Record,
-        expect: Expect,
-        lease: Option<LeaseId>,
-    ) -> Result<PutOutcome, StoreError> {
-        self.0.put(key, record, expect, lease).await
-    }
-
-    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
-        self.0.delete(key, index).await
     }
 }
 
@@ -303,7 +266,8 @@ async fn contended_key(case: Case) -> Result<(), String> {
         held.release().await
     });
     let builder = if case.polling {
-        LockClient::builder(Polling(store.clone()))
+        // A memory store without watch: waiters poll with the builder's backoff.
+        LockClient::builder(Faults::new(store.clone()).with_capabilities(Capabilities::NONE))
     } else {
         LockClient::builder(store.clone())
     };

@@ -2,70 +2,18 @@
 //! the takeover rule is checked to the millisecond. (Kept in this crate so the
 //! `test-util` feature does not slow the facade's benchmarks.)
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lock_runtime::store::memory::MemoryStore;
-use lock_runtime::store::{
-    BoxError, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
-    StoreError, async_trait,
-};
+use lock_runtime::testing::faults::Faults;
 use lock_runtime::{LockClient, LockOptions};
-
-/// The crashed holder's view of the store: every call fails once cut.
-#[derive(Debug, Clone)]
-struct Crashable {
-    inner: MemoryStore,
-    cut: Arc<AtomicBool>,
-}
-
-impl Crashable {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.cut.load(Ordering::SeqCst) {
-            let source: BoxError = "crashed".into();
-            return Err(StoreError::Unavailable {
-                endpoint: "test".into(),
-                source,
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl CompareExchange for Crashable {
-    fn backend(&self) -> &'static str {
-        "memory"
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        record: &Record,
-        expect: Expect,
-        lease: Option<LeaseId>,
-    ) -> Result<PutOutcome, StoreError> {
-        self.check()?;
-        self.inner.put(key, record, expect, lease).await
-    }
-    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
-        self.check()?;
-        self.inner.delete(key, index).await
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn takeover_happens_exactly_one_ttl_after_the_index_was_first_seen() {
     let store = MemoryStore::new();
     let ttl = Duration::from_secs(30);
-    let crashed = Crashable {
-        inner: store.clone(),
-        cut: Arc::new(AtomicBool::new(false)),
-    };
+    // The crashed holder's view of the store: every call fails once crashed.
+    let crashed = Faults::new(store.clone());
     let a = LockClient::builder(crashed.clone())
         .defaults(LockOptions::default().ttl(ttl))
         .build()
@@ -75,7 +23,7 @@ async fn takeover_happens_exactly_one_ttl_after_the_index_was_first_seen() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let held = a.acquire("jobs/x").await.unwrap_or_else(|e| panic!("{e}"));
-    crashed.cut.store(true, Ordering::SeqCst);
+    crashed.crash();
     // B sees the record now: its takeover clock starts here.
     assert!(
         b.try_acquire("jobs/x")

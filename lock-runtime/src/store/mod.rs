@@ -14,6 +14,57 @@
 //! [`CompareExchange::watch`] (wake a waiter when a key changes) and server-side
 //! leases ([`CompareExchange::grant_lease`] and friends), with which the server
 //! expires a crashed holder's keys and one keep-alive renews every lock of a client.
+//!
+//! # Writing a backend
+//!
+//! A backend is a type implementing [`CompareExchange`] (`Send + Sync + Debug +
+//! 'static`, with the [`macro@async_trait`] re-exported here), handed to
+//! [`crate::LockClient::new`] or [`crate::LockClient::builder`]. The lock
+//! algorithm is not the backend's business: it maps these calls onto its wire
+//! protocol and nothing else. What each call must guarantee:
+//!
+//! - **Linearizable.** Every call acts at one instant between its start and
+//!   its answer, on data every connection shares: once a write was answered,
+//!   every later read on any connection sees it or something newer. (Stale
+//!   reads from a follower break exclusion.)
+//! - [`CompareExchange::get`]: the key's current [`Entry`], or `None` when it
+//!   has none. The [`Record`] comes back exactly as written (store it whole;
+//!   it derives serde).
+//! - [`CompareExchange::put`]: one atomic conditional write. With
+//!   [`Expect::Absent`] it writes only if the key has no entry, with
+//!   [`Expect::Index`] only if its entry has exactly that index. A write
+//!   assigns an index larger than any the key ever had, also across delete and
+//!   re-create, and answers [`PutOutcome::Swapped`] with it; the index is the
+//!   lock's fencing token. Otherwise nothing is written and the answer is
+//!   [`PutOutcome::Conflict`], with the current entry when the backend knows it
+//!   in the same round trip (`None` is allowed: the algorithm reads it).
+//! - [`CompareExchange::delete`]: deletes only if the entry has exactly that
+//!   index ([`DeleteOutcome::Deleted`]); otherwise [`DeleteOutcome::Conflict`].
+//!   (A replay of a delete that was applied may answer `Deleted` again, as
+//!   RavenDB's idempotent requests do.)
+//! - **Contention is data, failure is an error.** A lost race is never a
+//!   [`StoreError`]. A request whose outcome is unknown (refused, timed out,
+//!   no leader) is [`StoreError::Unavailable`], never a guessed conflict or
+//!   success: it may have been applied, and the algorithm reads back before
+//!   it retries. [`StoreError::Backend`] is an answer that cannot be used,
+//!   [`StoreError::Foreign`] a value that is not a lock record. Every call
+//!   ends in bounded time (a per-request timeout), and no error shows
+//!   credentials (the endpoint without its userinfo).
+//! - **Optional capabilities**, declared by [`CompareExchange::capabilities`]
+//!   and only then called: [`Capabilities::watch`] (`watch` returns once the
+//!   key may no longer hold the index it was given: at once if it already
+//!   differs, else after a write or delete; early returns are allowed), and
+//!   [`Capabilities::leases`] (`grant_lease`, `keep_alive`, `revoke_lease`; a
+//!   key put with a lease reports it in [`Entry::lease`] and vanishes when the
+//!   lease expires or is revoked). Without them the algorithm polls and takes
+//!   over abandoned locks by observation, which is correct, only slower.
+//!
+//! Then run the conformance suite against a real server from your crate's
+//! tests: `distlock::testing::conformance` (feature `testing`) checks every
+//! rule above and the lock's invariants on top of them, and fails with the
+//! check, the key and what was wrong. See `distlock::testing` for the
+//! dev-dependency and a test to copy; `lock-runtime/tests/external_backend.rs`
+//! is a complete small backend (a `Mutex<BTreeMap>`) written that way.
 
 use std::fmt;
 use std::sync::Arc;

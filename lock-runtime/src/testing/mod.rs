@@ -1,6 +1,50 @@
-//! The backend kit: a simulated compare-exchange server and a fault-injecting
-//! network, for deterministic simulation tests of the lock algorithm and for
-//! authors of new backends (feature `testing`).
+//! The backend kit (feature `testing`): what a backend's tests need, inside
+//! this repository and out. Add it to your crate's dev-dependencies:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! distlock = { version = "0.1", features = ["testing"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! - [`conformance`]: the conformance suite every backend must pass (the store
+//!   contract, watch and leases when the store has them, and the lock's
+//!   invariants on top of it), like `object_store`'s integration suite:
+//!   [`conformance::run_all`] or one check at a time, each returning a
+//!   [`conformance::Failure`] that names the check, the key and what was wrong.
+//! - [`faults`]: [`faults::Faults`], one fault-injecting wrapper over any
+//!   [`crate::store::CompareExchange`] (cut and heal the link, crash, lose
+//!   answers of applied requests, apply a put late, delay, a call budget,
+//!   hidden capabilities, call counts), and [`faults::SkewedClock`].
+//! - [`Observer`]: an independent check of exclusion and fencing tokens from
+//!   outside the lock; [`unique_key`]: keys that do not collide across runs.
+//!
+//! A backend's conformance test, here run on the in-memory store standing in
+//! for yours (see [`crate::store`] for the contract it must keep):
+//!
+//! ```
+//! use distlock::store::memory::MemoryStore;
+//! use distlock::store::{Capabilities, StoreError};
+//! use distlock::testing::conformance::{self, Backend};
+//!
+//! // #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_store_passes_the_conformance_suite() {
+//!     let server = MemoryStore::new(); // your server's address, say
+//!     // Each call opens a new connection: one per simulated service instance.
+//!     let backend = Backend::new("mystore", Capabilities::NONE.with_watch(true), move || {
+//!         let store = server.clone(); // `MyStore::connect(&address)`
+//!         async move { Ok::<_, StoreError>(store) }
+//!     });
+//!     let report = conformance::run_all(&backend.contention(4, 25))
+//!         .await
+//!         .unwrap_or_else(|failure| panic!("{failure}"));
+//!     println!("passed {:?}, skipped {:?}", report.passed(), report.skipped());
+//! }
+//! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+//! #     .block_on(my_store_passes_the_conformance_suite());
+//! ```
+//!
+//! For deterministic simulation of the lock algorithm under faults:
 //!
 //! - [`SimStore`]: a linearizable in-memory server implementing the
 //!   [`crate::store::CompareExchange`] semantics, either etcd-like (server
@@ -25,8 +69,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use lock_runtime::{LockClient, LockOptions};
-//! use lock_runtime::testing::{NetConfig, SimNet, SimStore, StoreMode, Trace};
+//! use distlock::{LockClient, LockOptions};
+//! use distlock::testing::{NetConfig, SimNet, SimStore, StoreMode, Trace};
 //!
 //! tokio::runtime::Builder::new_current_thread()
 //!     .enable_time()
@@ -43,15 +87,20 @@
 //!         store.force_delete("jobs/a"); // an operator deletes the key
 //!         guard.release().await.ok();
 //!         println!("{}", store.trace().render(|_| true).join("\n"));
-//!         Ok::<(), lock_runtime::LockError>(())
+//!         Ok::<(), distlock::LockError>(())
 //!     })
 //!     .unwrap();
 //! ```
 
+pub mod conformance;
+pub mod faults;
 mod net;
+mod observer;
 mod store;
 mod trace;
 
+pub use conformance::unique_key;
 pub use net::{FaultPlan, NetConfig, SimClient, SimNet};
+pub use observer::Observer;
 pub use store::{SimStore, StoreMode, Write, Writer, lease_secs};
 pub use trace::{Event, Fate, Outcome, Request, Trace};

@@ -197,8 +197,8 @@ impl Net {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lock_runtime::LockClient;
-/// use lock_runtime::testing::{NetConfig, SimNet, SimStore};
+/// use distlock::LockClient;
+/// use distlock::testing::{NetConfig, SimNet, SimStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
 /// let net = SimNet::new(SimStore::cas_only(), NetConfig::default(), 7);
@@ -207,7 +207,7 @@ impl Net {
 /// let guard = a.acquire("k").await?;
 /// net.partition(0, Duration::from_secs(5));
 /// assert!(b.try_acquire("k").await?.is_none());
-/// # Ok::<(), lock_runtime::LockError>(())
+/// # Ok::<(), distlock::LockError>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone, Debug)]

@@ -108,8 +108,8 @@ struct State {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lock_runtime::store::{CompareExchange, Expect, PutOutcome, Record};
-/// use lock_runtime::testing::SimStore;
+/// use distlock::store::{CompareExchange, Expect, PutOutcome, Record};
+/// use distlock::testing::SimStore;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
 /// let store = SimStore::etcd_like();

@@ -1,22 +1,28 @@
-//! Real etcd processes for integration tests: a single node or a 3-node cluster on free
-//! loopback ports, each with its own data directory, and the faults the tests need
-//! (kill -9, SIGSTOP/SIGCONT, restart into the existing cluster).
+//! Real etcd processes: a single node or a cluster of members on free loopback ports,
+//! each with its own data directory, and the faults tests need (kill -9,
+//! SIGSTOP/SIGCONT, restart into the existing cluster).
 //!
-//! Include it from a root integration test with
-//! `mod support { pub mod etcd; }` and start nodes with [`EtcdCluster::single`] or
-//! [`EtcdCluster::cluster`]. If `etcd` is not installed the test fails and says to run
-//! `scripts/etcd.sh`; nothing is skipped silently. Dropping the cluster SIGKILLs every
-//! process it started (by PID) and removes the data directories.
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
+//! Start members with [`Cluster::single`], [`Cluster::members`] or [`Cluster::start`].
+//! If `etcd` is not installed the calling test fails and says to run `scripts/etcd.sh`;
+//! nothing is skipped silently. Dropping the [`Cluster`] SIGKILLs every process it
+//! started (by PID) and removes the data directories.
+//!
+//! ```no_run
+//! let etcd = testkit::etcd::Cluster::single();
+//! let url = format!("etcd://127.0.0.1:{}/locks", etcd.client_port(0));
+//! # let _ = url;
+//! ```
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-
-use super::ports::free_ports;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+pub use crate::certs::{TlsFiles, make_tls_files};
+use crate::ports::free_ports;
+use crate::process::signal;
 
 /// How long a fresh node or cluster may take to report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,7 +44,7 @@ struct Node {
 }
 
 /// A set of etcd members started by this test, torn down (SIGKILL) on drop.
-pub struct EtcdCluster {
+pub struct Cluster {
     root: PathBuf,
     token: String,
     initial_cluster: String,
@@ -47,113 +53,13 @@ pub struct EtcdCluster {
     extra_args: Vec<String>,
 }
 
-/// PEM files of a throw-away CA, a server certificate for 127.0.0.1 and a client
-/// certificate, made with the `openssl` command line tool.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    /// The CA certificate that signed the other two.
-    pub ca: PathBuf,
-    /// Server certificate (SAN IP:127.0.0.1, DNS:localhost) and key.
-    pub server_cert: PathBuf,
-    /// The server's private key.
-    pub server_key: PathBuf,
-    /// Client certificate (CN=root) and key.
-    pub client_cert: PathBuf,
-    /// The client's private key.
-    pub client_key: PathBuf,
-}
-
-/// How to start the members (see [`EtcdCluster::start`]).
+/// How to start the members (see [`Cluster::start`]).
 #[derive(Clone, Debug, Default)]
-pub struct EtcdOptions {
+pub struct Options {
     /// Serve clients over TLS, requiring a client certificate signed by the test CA.
     pub tls: bool,
     /// More `etcd` flags, such as `--auth-token-ttl 1`.
     pub extra_args: Vec<String>,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl (Debian package `openssl`): {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Makes a CA, a server and a client certificate in `dir`.
-pub fn make_tls_files(dir: &Path) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=distlock test CA",
-    ];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(dir, &ca);
-    for (name, cn, ext) in [
-        (
-            "server",
-            "/CN=127.0.0.1",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-        ),
-        ("client", "/CN=root", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let (key, csr, pem, extfile) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(dir.join(&extfile), ext)
-            .unwrap_or_else(|e| panic!("writing {extfile}: {e}"));
-        let mut req = vec!["req", "-subj", cn];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr]);
-        openssl(dir, &req);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &extfile,
-                "-out",
-                &pem,
-            ],
-        );
-    }
-    TlsFiles {
-        ca: dir.join("ca.pem"),
-        server_cert: dir.join("server.pem"),
-        server_key: dir.join("server.key"),
-        client_cert: dir.join("client.pem"),
-        client_key: dir.join("client.key"),
-    }
 }
 
 /// Fails the test with the install hint when `etcd` is missing.
@@ -195,14 +101,6 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)
     Some((status, body))
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run kill {sig} {pid}: {e}"));
-    assert!(status.success(), "kill {sig} {pid} failed");
-}
-
 impl Node {
     fn client_url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
@@ -213,21 +111,21 @@ impl Node {
     }
 }
 
-impl EtcdCluster {
+impl Cluster {
     /// Starts one etcd node and waits until it is healthy.
-    pub fn single() -> EtcdCluster {
-        Self::cluster(1)
+    pub fn single() -> Cluster {
+        Self::members(1)
     }
 
     /// Starts `size` members of one cluster (fast Raft settings: heartbeat 10 ms,
     /// election timeout 100 ms) and waits until each reports healthy.
-    pub fn cluster(size: usize) -> EtcdCluster {
-        Self::start(size, EtcdOptions::default())
+    pub fn members(size: usize) -> Cluster {
+        Self::start(size, Options::default())
     }
 
     /// Starts `size` members with `options` (TLS, extra flags) and waits until each
     /// reports healthy.
-    pub fn start(size: usize, options: EtcdOptions) -> EtcdCluster {
+    pub fn start(size: usize, options: Options) -> Cluster {
         require_etcd();
         assert!(size >= 1, "a cluster needs at least one member");
         let nanos = std::time::SystemTime::now()
@@ -264,7 +162,7 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let tls = options.tls.then(|| make_tls_files(&root.join("tls")));
-        let mut cluster = EtcdCluster {
+        let mut cluster = Cluster {
             token: format!("distlock-test-{unique}"),
             root,
             initial_cluster,
@@ -357,6 +255,11 @@ impl EtcdCluster {
         self.nodes.len()
     }
 
+    /// Whether there are no members (never: [`Cluster::start`] starts at least one).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// `http://127.0.0.1:PORT` of member `i`.
     pub fn client_url(&self, i: usize) -> String {
         self.nodes[i].client_url()
@@ -377,7 +280,7 @@ impl EtcdCluster {
         self.nodes[i].child.as_ref().map(Child::id)
     }
 
-    /// The TLS files, when started with [`EtcdOptions::tls`].
+    /// The TLS files, when started with [`Options::tls`].
     pub fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
     }
@@ -505,7 +408,7 @@ impl EtcdCluster {
     }
 }
 
-impl Drop for EtcdCluster {
+impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {

@@ -6,7 +6,7 @@
 //! order's ledger, including the most payments that ever ran at once (always 1).
 //!
 //! ```text
-//! cargo run --example axum_orders          # listens on 127.0.0.1:3000 (or $PORT)
+//! cargo run -p axum-orders                 # listens on 127.0.0.1:3000 (or $PORT)
 //! curl -X POST localhost:3000/orders/7/pay & curl -X POST localhost:3000/orders/7/pay
 //! curl localhost:3000/orders/7
 //! ```
@@ -14,9 +14,11 @@
 //! Every instance of the service shares the lock store; here it is the
 //! in-memory one (one process). With several instances, build the client on
 //! etcd or RavenDB instead: the handlers do not change.
+//!
+//! The service is this library ([`app`], [`serve`]); `src/main.rs` serves it and
+//! `tests/axum_orders.rs` drives it over HTTP.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -165,21 +167,4 @@ pub fn app(state: AppState) -> Router {
 /// Serves the app on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     axum::serve(listener, app(state)).await
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(3000);
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    println!("orders service on http://{}", listener.local_addr()?);
-    let state = AppState {
-        locks: LockClient::memory(),
-        ledger: Arc::default(),
-        work: Duration::from_millis(500),
-    };
-    serve(listener, state).await?;
-    Ok(())
 }

@@ -1,12 +1,10 @@
-//! `examples/axum_orders.rs` served on a loopback port: concurrent requests
+//! The order service (`src/lib.rs`) served on a loopback port: concurrent requests
 //! for one order run one at a time, requests for different orders run in
 //! parallel, and a lock that stays busy answers 409 with a JSON body.
 
 #![allow(clippy::unwrap_used)] // in a test, a failed unwrap is the failure report
 
-#[path = "../examples/axum_orders.rs"]
-#[allow(dead_code)]
-mod example;
+use axum_orders as example;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,11 +1,16 @@
-//! Free loopback ports for the real-server harnesses (`etcd.rs`, `ravendb.rs`).
-//! Included next to them: `mod support { pub mod etcd; pub mod ports; }`, or at
-//! a bench's root with `#[path]`.
+//! Free loopback ports for servers a test starts itself.
 
 use std::net::TcpListener;
 
 /// `count` distinct free loopback ports. The listeners are held until all are
-/// chosen, so one call never returns the same port twice.
+/// chosen, so one call never returns the same port twice. Another process may take a
+/// port between this call and the server's bind; the harnesses then fail to start and
+/// say so.
+///
+/// ```
+/// let ports = testkit::ports::free_ports(2);
+/// assert_ne!(ports[0], ports[1]);
+/// ```
 pub fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| {

@@ -17,9 +17,7 @@
 //! carry on after a heal.
 //!
 //! Bounded: the accept loop and every connection task stop when the [`FaultProxy`] is
-//! dropped (and at the latest with the test's runtime). Include it with
-//! `mod support { pub mod proxy; }`.
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
+//! dropped (and at the latest with the test's runtime).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! Fault tests against real servers through a loopback TCP fault proxy
-//! (`support/proxy.rs`), and dropped-future tests on every backend.
+//! (`testkit::proxy`), and dropped-future tests on every backend.
 //!
 //! Every lock client talks to its server through its own [`FaultProxy`], so one client
 //! can be partitioned (`BlackHole`), lose its answers (`DropAnswers`) or be slowed
@@ -7,22 +7,12 @@
 //! observer ([`Exclusion`]): when a holder's acquire returns, every other registered
 //! holder must already have been told it lost the lock.
 //!
-//! Run everything: `cargo test --features etcd,ravendb --test faults -- --nocapture`
+//! Run everything: `cargo test -p testkit --all-features --test faults -- --nocapture`
 //! (needs `scripts/etcd.sh` and `scripts/ravendb.sh install`, as tests/etcd.rs and
-//! tests/ravendb.rs do). Without features only the proxy's own tests and the
+//! tests/ravendb.rs do). With the default features only the proxy's own tests and the
 //! memory dropped-future test run. Set `DISTLOCK_FAULT_SEED` to replay the random
 //! drop points of a run (each run prints its seed).
 
-mod common;
-mod support {
-    #[cfg(feature = "etcd")]
-    pub mod etcd;
-    #[cfg(any(feature = "etcd", feature = "ravendb"))]
-    pub mod ports;
-    pub mod proxy;
-    #[cfg(feature = "ravendb")]
-    pub mod ravendb;
-}
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -31,11 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use distlock::testing::unique_key;
 use distlock::{LockClient, LockError, LockOptions, Wait};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use support::proxy::{FaultProxy, Mode};
+use testkit::proxy::{FaultProxy, Mode};
 
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
@@ -406,7 +397,7 @@ async fn dropped_futures_leave_no_key_held(
 ) {
     let seed = seed();
     println!("{backend}: dropped futures: {tries} tries, seed {seed} (DISTLOCK_FAULT_SEED)");
-    let prefix = common::unique(&format!("faults/dropped/{backend}"));
+    let prefix = unique_key(&format!("faults/dropped/{backend}"));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..tries {
@@ -874,7 +865,7 @@ mod scenarios {
             target.name,
             ms(partition)
         );
-        let key = common::unique("faults/partition-acquire");
+        let key = unique_key("faults/partition-acquire");
         let exclusion = Arc::new(Exclusion::default());
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
@@ -952,7 +943,7 @@ mod scenarios {
     /// A must be told lost before B's acquire returns.
     pub async fn partition_while_holding(target: &Target) {
         let round = format!("{} partition while holding", target.name);
-        let key = common::unique("faults/partition-hold");
+        let key = unique_key("faults/partition-hold");
         let exclusion = Arc::new(Exclusion::default());
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
@@ -1059,7 +1050,7 @@ mod scenarios {
             "run to its end"
         };
         let round = format!("{} partition during release ({variant})", target.name);
-        let key = common::unique("faults/partition-release");
+        let key = unique_key("faults/partition-release");
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
         let guard = a
@@ -1156,7 +1147,7 @@ mod scenarios {
     async fn lost_answers_round(target: Target, drop_for: Duration) -> Vec<String> {
         let mut failures = Vec::new();
         let round = format!("{} lost answers on acquire, {}", target.name, ms(drop_for));
-        let key = common::unique("faults/lost-answers");
+        let key = unique_key("faults/lost-answers");
         let exclusion = Arc::new(Exclusion::default());
         let (proxy_a, a) = target.proxied(TTL).await;
         let (_proxy_b, b) = target.proxied(TTL).await;
@@ -1224,7 +1215,7 @@ mod scenarios {
         let timeout = Duration::from_secs(2);
         let a = (target.make)(&proxy.url(), timeout, TTL);
         let rival = (target.make)(direct_url, timeout, TTL);
-        let warm = common::unique("faults/dropped-warm-up");
+        let warm = unique_key("faults/dropped-warm-up");
         warm_up(&a, &warm).await;
         warm_up(&rival, &warm).await;
         dropped_futures_leave_no_key_held(target.name, a, rival, tries, spacing, TTL, SLACK).await;
@@ -1242,9 +1233,9 @@ mod scenarios {
 #[cfg(feature = "etcd")]
 mod etcd {
     use super::scenarios::{self, Target};
-    use super::support::etcd::EtcdCluster;
     use super::*;
     use lock_runtime::store::etcd::EtcdStore;
+    use testkit::etcd::Cluster as EtcdCluster;
 
     fn target(etcd: &EtcdCluster) -> Target {
         Target {
@@ -1304,9 +1295,9 @@ mod etcd {
 #[cfg(feature = "ravendb")]
 mod ravendb {
     use super::scenarios::{self, Target};
-    use super::support::ravendb::RavenServer;
     use super::*;
     use lock_runtime::store::ravendb::RavenDbStore;
+    use testkit::ravendb::Server as RavenServer;
 
     fn target(server: &RavenServer) -> Target {
         let database = server.database.clone();

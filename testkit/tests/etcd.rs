@@ -1,27 +1,26 @@
 //! The etcd backend against real etcd processes (started on free loopback ports by
-//! `support/etcd.rs`). Needs `etcd` installed: run `scripts/etcd.sh` first; without it
+//! `testkit::etcd`). Needs `etcd` installed: run `scripts/etcd.sh` first; without it
 //! these tests fail and say so.
 //!
-//! Run: `cargo test --features etcd,cli --test etcd` (the killed-holder test runs
-//! the `distlock` CLI as its holder process, so it needs the `cli` feature too).
+//! Run: `cargo test -p testkit --features etcd --test etcd`. The killed-holder test,
+//! which runs the `distlock` CLI as its holder process, is in the root package's
+//! `tests/crashed_holder.rs` (only that package's tests can run its binary).
 #![cfg(feature = "etcd")]
 
-mod common;
-mod support {
-    pub mod etcd;
-    pub mod ports;
-}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::conformance::{self, Backend};
+use distlock::store::Capabilities;
+use distlock::testing::conformance::{self, Backend};
+use distlock::testing::faults::{Calls, Faults, Op};
+use distlock::testing::{Observer, unique_key};
 use distlock::{LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::etcd::{EtcdConfigError, EtcdError, EtcdStore, etcd_client};
 use lock_runtime::store::{
     CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError,
 };
-use support::etcd::{EtcdCluster, EtcdOptions};
+use testkit::etcd::{Cluster as EtcdCluster, Options as EtcdOptions};
 
 fn record(owner: &str, nonce: u64) -> Record {
     Record {
@@ -420,7 +419,7 @@ async fn a_watch_on_a_node_that_stops_fails_instead_of_hanging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keep_alive_stream_moves_to_another_member_when_its_member_stops() {
-    let etcd = EtcdCluster::cluster(3);
+    let etcd = EtcdCluster::members(3);
     let store = store_for(&etcd.client_urls());
     let lease = must("grant", store.grant_lease(Duration::from_secs(10)).await).await;
     // Opens the long-lived stream on member 0 (the first endpoint).
@@ -441,7 +440,7 @@ async fn the_keep_alive_stream_moves_to_another_member_when_its_member_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_member_is_skipped_within_one_call() {
-    let etcd = EtcdCluster::cluster(3);
+    let etcd = EtcdCluster::members(3);
     let store = store_for(&etcd.client_urls());
     must("ping", store.ping().await).await;
     // Freeze the endpoint requests go to first (member 0, maybe a follower).
@@ -671,15 +670,15 @@ fn malformed_urls_are_typed_errors() {
 /// Every "connection" is a new `EtcdStore` (its own gRPC channels) on the same endpoints,
 /// as separate service instances would have.
 fn etcd_backend(urls: Vec<String>, request_timeout: Duration) -> Backend {
-    Backend::new("etcd", move || {
+    let capabilities = Capabilities::NONE.with_watch(true).with_leases(true);
+    Backend::new("etcd", capabilities, move || {
         let store = EtcdStore::builder()
             .endpoints(urls.iter().cloned())
             .prefix("conformance/")
             .request_timeout(request_timeout)
             .connect_timeout(request_timeout)
-            .build()
-            .unwrap_or_else(|e| panic!("building the store: {e}"));
-        async move { Arc::new(store) as Arc<dyn CompareExchange> }
+            .build();
+        async move { store }
     })
 }
 
@@ -687,15 +686,21 @@ fn etcd_backend(urls: Vec<String>, request_timeout: Duration) -> Backend {
 async fn conformance_suite_passes_on_a_single_node() {
     let etcd = EtcdCluster::single();
     let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
-    conformance::run_all(&backend, 4, 100).await;
+    conformance::run_all(&backend.contention(4, 100))
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_clients_a_thousand_contended_cycles_never_two_holders() {
     let etcd = EtcdCluster::single();
-    let backend = etcd_backend(etcd.client_urls(), Duration::from_secs(1));
+    // The limit is for hangs only: 8,000 contended cycles on two busy cores take a while.
+    let backend = etcd_backend(etcd.client_urls(), Duration::from_secs(1))
+        .time_limit(Duration::from_secs(900));
     let started = Instant::now();
-    let observer = conformance::never_two_holders(&backend, 8, 1_000).await;
+    let observer = conformance::never_two_holders(&backend, 8, 1_000)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
     println!(
         "etcd: {} contended cycles by 8 clients in {:?}, most holders at once {}, \
          overlaps {}, token regressions {}",
@@ -764,10 +769,10 @@ impl Progress {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders() {
-    let mut etcd = EtcdCluster::cluster(3);
+    let mut etcd = EtcdCluster::members(3);
     let backend = etcd_backend(etcd.client_urls(), Duration::from_millis(500));
-    let key = common::unique("cluster/contended");
-    let observer = Arc::new(common::Observer::default());
+    let key = unique_key("cluster/contended");
+    let observer = Arc::new(Observer::default());
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let options = LockOptions::default()
@@ -776,7 +781,10 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let client = backend.client(options.clone()).await;
+        let client = backend
+            .client(options.clone())
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"));
         let (observer, progress, stop, key) = (
             Arc::clone(&observer),
             Arc::clone(&progress),
@@ -883,187 +891,9 @@ async fn three_nodes_leader_killed_and_member_stopped_mid_run_never_two_holders(
     }
 }
 
-/// Kills a process we did not spawn ourselves (the holder's command) by PID.
-struct KillPidOnDrop(u32);
-
-impl Drop for KillPidOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// Kills the child process by PID when the test ends, whatever happens.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[cfg(feature = "cli")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_holder_process_frees_the_lock_after_the_lease_ttl_not_before() {
-    use std::io::BufRead;
-
-    let etcd = EtcdCluster::single();
-    let url = format!("etcd://127.0.0.1:{}/crash", etcd.client_port(0));
-    let key = common::unique("crash/holder");
-    let ttl = Duration::from_secs(2);
-    // The holder is a real process: the `distlock run` CLI holding the lock
-    // while its command sleeps (exec, so the command keeps the shell's PID).
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_distlock"))
-        .args(["run", "--backend", &url, "--key", &key, "--ttl", "2s", "--"])
-        .args(["sh", "-c", "echo HELD $DISTLOCK_TOKEN $$; exec sleep 60"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning the holder process: {e}"));
-    let mut child = KillOnDrop(child);
-    let stdout = child
-        .0
-        .stdout
-        .take()
-        .unwrap_or_else(|| panic!("no stdout pipe"));
-    // The line appears within a second; a reader thread keeps this bounded.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // The test harness may print its "test ... " prefix on the same line.
-            if let Some((_, rest)) = line.split_once("HELD ") {
-                let mut words = rest.split_whitespace();
-                let token = words.next().and_then(|t| t.parse::<u64>().ok());
-                let command_pid = words.next().and_then(|p| p.parse::<u32>().ok());
-                let _ = tx.send(token.zip(command_pid));
-                break;
-            }
-        }
-    });
-    let (token, command_pid) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("the holder process did not report holding the lock"))
-        .unwrap_or_else(|| panic!("the holder process printed no token"));
-    // Its command outlives a SIGKILLed `distlock`: stop it by PID too.
-    let _command = KillPidOnDrop(command_pid);
-    // Kill it right after it acquired: its lease was granted just before, and nothing
-    // renews it any more.
-    let killed_at = Instant::now();
-    let _ = child.0.kill();
-    let _ = child.0.wait();
-
-    let store = EtcdStore::from_url(&url).unwrap_or_else(|e| panic!("{e}"));
-    let client = LockClient::builder(store)
-        .defaults(LockOptions::default().ttl(ttl))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut taken = None;
-    while killed_at.elapsed() < ttl * 5 {
-        match client.try_acquire(&key).await {
-            Ok(Some(guard)) => {
-                taken = Some((killed_at.elapsed(), guard.token()));
-                guard.release().await.unwrap_or_else(|e| panic!("{e}"));
-                break;
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(e) => panic!("try_acquire: {e}"),
-        }
-    }
-    let (after, new_token) =
-        taken.unwrap_or_else(|| panic!("the killed holder's lock was not freed within 5 ttl"));
-    println!("etcd: a SIGKILLed holder's lock (ttl {ttl:?}) was taken {after:?} after the kill");
-    assert!(
-        new_token > token,
-        "tokens must grow ({token} then {new_token})"
-    );
-    // The lease was granted before the child printed; allow that much slack.
-    assert!(
-        after >= ttl - Duration::from_millis(100),
-        "taken {after:?} after the kill, before the ttl of {ttl:?}"
-    );
-    assert!(
-        after < ttl + Duration::from_secs(2),
-        "freed only after {after:?}"
-    );
-}
-
-/// Counts the requests a lock client sends, by kind.
-#[derive(Debug, Default)]
-struct Counts {
-    gets: std::sync::atomic::AtomicU64,
-    puts: std::sync::atomic::AtomicU64,
-    deletes: std::sync::atomic::AtomicU64,
-    keep_alives: std::sync::atomic::AtomicU64,
-    other: std::sync::atomic::AtomicU64,
-}
-
-impl Counts {
-    fn total(&self) -> u64 {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.gets.load(Relaxed)
-            + self.puts.load(Relaxed)
-            + self.deletes.load(Relaxed)
-            + self.keep_alives.load(Relaxed)
-            + self.other.load(Relaxed)
-    }
-}
-
-#[derive(Debug)]
-struct Counting {
-    inner: EtcdStore,
-    counts: Arc<Counts>,
-}
-
-fn bump(counter: &std::sync::atomic::AtomicU64) {
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
-#[distlock::store::async_trait]
-impl CompareExchange for Counting {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> lock_runtime::store::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &str) -> Result<Option<lock_runtime::store::Entry>, StoreError> {
-        bump(&self.counts.gets);
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        record: &Record,
-        expect: Expect,
-        lease: Option<LeaseId>,
-    ) -> Result<PutOutcome, StoreError> {
-        bump(&self.counts.puts);
-        self.inner.put(key, record, expect, lease).await
-    }
-    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
-        bump(&self.counts.deletes);
-        self.inner.delete(key, index).await
-    }
-    async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
-        bump(&self.counts.other);
-        self.inner.watch(key, seen).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        bump(&self.counts.other);
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
-        bump(&self.counts.keep_alives);
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        bump(&self.counts.other);
-        self.inner.revoke_lease(lease).await
-    }
+/// The watches, lease grants and revocations among `calls`.
+fn others(calls: Calls) -> u64 {
+    calls.of(Op::Watch) + calls.of(Op::GrantLease) + calls.of(Op::RevokeLease)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1071,12 +901,13 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
     const LOCKS: usize = 10_000;
     const HOLD: Duration = Duration::from_secs(30);
     let etcd = EtcdCluster::single();
-    let counts = Arc::new(Counts::default());
-    let store = Counting {
-        // Not a timeout test: 10,000 acquires in batches may queue on two busy cores.
-        inner: store_with_timeout(&etcd.client_urls(), Duration::from_secs(5)),
-        counts: Arc::clone(&counts),
-    };
+    // Counts the requests the lock client sends, by kind. Not a timeout test: 10,000
+    // acquires in batches may queue on two busy cores.
+    let store = Faults::new(store_with_timeout(
+        &etcd.client_urls(),
+        Duration::from_secs(5),
+    ));
+    let counts = store.clone();
     let client = LockClient::builder(store)
         .defaults(
             LockOptions::default()
@@ -1114,16 +945,11 @@ async fn ten_thousand_locks_held_thirty_seconds_cost_at_most_one_renewal_per_sec
         "{LOCKS} held-key watches on {streams} streams"
     );
 
-    let before = counts.total();
-    let keep_alives_before = counts
-        .keep_alives
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let before = counts.calls().total();
+    let keep_alives_before = counts.calls().of(Op::KeepAlive);
     tokio::time::sleep(HOLD).await;
-    let during = counts.total() - before;
-    let keep_alives = counts
-        .keep_alives
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - keep_alives_before;
+    let during = counts.calls().total() - before;
+    let keep_alives = counts.calls().of(Op::KeepAlive) - keep_alives_before;
     assert!(guards.iter().all(|g| !g.is_lost()), "a held lock was lost");
 
     let release_started = Instant::now();
@@ -1569,7 +1395,7 @@ async fn a_held_key_deleted_or_overwritten_behind_its_holder_is_lost_within_mill
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_watch_stream_reopens_on_another_member_after_its_member_is_killed() {
     const N: usize = 100;
-    let mut etcd = EtcdCluster::cluster(3);
+    let mut etcd = EtcdCluster::members(3);
     let store = store_for(&etcd.client_urls());
     let indexes = put_keys(&store, "moved", N).await;
     // A lock whose held-key watch is on the same kind of stream, in another client.
@@ -1726,15 +1552,12 @@ async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
     const IDLE: Duration = Duration::from_secs(9);
     let etcd = EtcdCluster::single();
     let store = store_for(&etcd.client_urls());
-    let counts = Arc::new(Counts::default());
+    let counts = Faults::new(store.clone());
     // The default ttl (30 s): one keep-alive every 10 s, so nothing else keeps the
     // connection busy during the idle time.
-    let client = LockClient::builder(Counting {
-        inner: store.clone(),
-        counts: Arc::clone(&counts),
-    })
-    .build()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let client = LockClient::builder(counts.clone())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let guard = client
         .acquire("idle/held")
         .await
@@ -1753,15 +1576,9 @@ async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
         tokio::spawn(async move { store.watch("idle/plain", Some(index)).await })
     };
     wait_metric(&etcd, 0, WATCHERS, Duration::from_secs(5), |v| v >= 2.0).await;
-    let before = (
-        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
-        counts.other.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let before = (counts.calls().of(Op::Get), others(counts.calls()));
     tokio::time::sleep(IDLE).await;
-    let after = (
-        counts.gets.load(std::sync::atomic::Ordering::Relaxed),
-        counts.other.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let after = (counts.calls().of(Op::Get), others(counts.calls()));
     assert!(
         !watcher.is_finished(),
         "an idle watch ended: {:?}",

@@ -7,17 +7,11 @@
 //! 3. contended handoff, 8 waiters on one key: from the holder's release call to the next
 //!    holder's acquire returning, median vs one raw txn round trip; target <= 2x.
 //!
-//! Needs etcd (`scripts/etcd.sh`). Run: `cargo bench --features etcd --bench etcd`
+//! Needs etcd (`scripts/etcd.sh`). Run: `cargo bench -p testkit --features etcd --bench etcd`
 
-#[path = "../tests/support/ports.rs"]
-mod ports;
-mod stats;
-#[path = "../tests/support/etcd.rs"]
-mod support_etcd;
-
-use stats::{ms, percentile};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::stats::{ms, percentile};
 
 use distlock::store::etcd::EtcdStore;
 use distlock::store::etcd::etcd_client::{
@@ -25,7 +19,7 @@ use distlock::store::etcd::etcd_client::{
 };
 use distlock::store::{CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record};
 use distlock::{LockClient, LockOptions};
-use support_etcd::EtcdCluster;
+use testkit::etcd::Cluster as EtcdCluster;
 
 const PAIRS_PER_BLOCK: usize = 300;
 const BLOCKS: usize = 10;

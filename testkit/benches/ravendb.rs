@@ -10,22 +10,17 @@
 //!    a delete on the index); target: distlock's median at least 5x smaller.
 //!
 //! Needs RavenDB (`scripts/ravendb.sh install`). Run:
-//! `cargo bench --features ravendb --bench ravendb`
+//! `cargo bench -p testkit --features ravendb --bench ravendb`
 
-#[path = "../tests/support/ports.rs"]
-mod ports;
-mod stats;
-#[path = "../tests/support/ravendb.rs"]
-mod support_ravendb;
-
-use stats::{ms, percentile};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testkit::stats::{ms, percentile};
 
 use distlock::store::CompareExchange;
 use distlock::store::ravendb::RavenDbStore;
 use distlock::{Backoff, LockClient, LockOptions};
-use support_ravendb::{RavenServer, plain_client};
+use testkit::ravendb::reqwest;
+use testkit::ravendb::{Server as RavenServer, plain_client};
 
 const PAIRS: usize = 1500;
 const WAITERS: usize = 8;

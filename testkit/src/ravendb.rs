@@ -1,18 +1,29 @@
-//! A real RavenDB 4.1 server for integration tests, on free loopback ports, with its
-//! own data directory, over HTTP or HTTPS with client certificates.
+//! A real RavenDB 4.1 server on free loopback ports, with its own data directory, over
+//! HTTP or HTTPS with client certificates.
 //!
-//! Include it from a root integration test with `mod support { pub mod ravendb; }`.
 //! The server comes from `scripts/ravendb.sh install` (in `<repo>/.cache/ravendb`, or
-//! `$DISTLOCK_RAVENDB_HOME`); without it the test fails and says to run the script:
-//! nothing is skipped silently. Dropping a [`RavenServer`] SIGKILLs its process (by
-//! PID) and removes its directory.
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
+//! `$DISTLOCK_RAVENDB_HOME`); without it the calling test fails and says to run the
+//! script: nothing is skipped silently. Dropping a [`Server`] SIGKILLs its process (by
+//! PID) and removes its directory. Start it inside a tokio runtime (readiness is polled
+//! over HTTP with [`reqwest`], re-exported here for raw requests).
+//!
+//! ```no_run
+//! # async fn run() {
+//! let server = testkit::ravendb::Server::start().await;
+//! let url = server.store_url(); // ravendb+http://127.0.0.1:PORT/locks
+//! # let _ = url;
+//! # }
+//! ```
 
-use super::ports::free_ports;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+pub use crate::certs::TlsFixture;
+use crate::ports::free_ports;
+use crate::process::signal;
+pub use reqwest;
 
 /// How long a server may take to answer `GET /cluster/topology` with 200.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,7 +36,7 @@ static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 pub fn ravendb_home() -> PathBuf {
     let home = std::env::var_os("DISTLOCK_RAVENDB_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/ravendb"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/ravendb"));
     let needed = [
         "dotnet/dotnet",
         "server/Raven.Server.dll",
@@ -42,209 +53,8 @@ pub fn ravendb_home() -> PathBuf {
     home
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run kill {sig} {pid}: {e}"));
-    assert!(status.success(), "kill {sig} {pid} failed");
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the openssl CLI (install Debian's `openssl`): {e}"));
-    assert!(
-        output.status.success(),
-        "openssl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Certificates for an HTTPS server: a CA, a server certificate for 127.0.0.1, an
-/// admin client certificate the server trusts, and one it does not know.
-pub struct TlsFixture {
-    pub dir: PathBuf,
-    /// The CA (PEM) that signed the server certificate.
-    pub ca_pem: Vec<u8>,
-    /// The trusted (admin) client certificate and key, PEM.
-    pub client_cert_pem: Vec<u8>,
-    pub client_key_pem: Vec<u8>,
-    /// A client certificate the server was not told about, PEM.
-    pub stranger_cert_pem: Vec<u8>,
-    pub stranger_key_pem: Vec<u8>,
-    /// The admin certificate's SHA-1 thumbprint (hex, upper case).
-    pub client_thumbprint: String,
-}
-
-impl TlsFixture {
-    /// Generates everything with the `openssl` CLI in a fresh directory.
-    pub fn generate() -> TlsFixture {
-        let dir = std::env::temp_dir().join(format!(
-            "distlock-ravendb-tls-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
-        let write = |name: &str, text: &str| {
-            std::fs::write(dir.join(name), text)
-                .unwrap_or_else(|e| panic!("cannot write {name}: {e}"))
-        };
-        write(
-            "server.ext",
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        );
-        write(
-            "client.ext",
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=clientAuth\n",
-        );
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "3",
-                "-subj",
-                "/CN=distlock test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        for (name, subject, ext) in [
-            ("server", "/CN=127.0.0.1", "server.ext"),
-            ("client", "/CN=distlock test admin", "client.ext"),
-        ] {
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            openssl(
-                &dir,
-                &[
-                    "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
-                    subject,
-                ],
-            );
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "3",
-                    "-extfile",
-                    ext,
-                ],
-            );
-        }
-        // A self-signed certificate the server knows nothing about.
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "stranger.key",
-                "-out",
-                "stranger.pem",
-                "-days",
-                "3",
-                "-subj",
-                "/CN=distlock stranger",
-            ],
-        );
-        // OpenSSL 1.1 inside .NET Core 2.1 reads only the legacy PKCS#12 encryption.
-        openssl(
-            &dir,
-            &[
-                "pkcs12",
-                "-export",
-                "-in",
-                "server.pem",
-                "-inkey",
-                "server.key",
-                "-certfile",
-                "ca.pem",
-                "-out",
-                "server.pfx",
-                "-passout",
-                "pass:",
-                "-certpbe",
-                "PBE-SHA1-3DES",
-                "-keypbe",
-                "PBE-SHA1-3DES",
-                "-macalg",
-                "sha1",
-            ],
-        );
-        let output = Command::new("openssl")
-            .args([
-                "x509",
-                "-in",
-                "client.pem",
-                "-noout",
-                "-fingerprint",
-                "-sha1",
-            ])
-            .current_dir(&dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-        let text = String::from_utf8_lossy(&output.stdout);
-        let client_thumbprint = text
-            .split_once('=')
-            .map(|(_, hex)| hex.trim().replace(':', "").to_uppercase())
-            .unwrap_or_else(|| panic!("no fingerprint in {text:?}"));
-        let read =
-            |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        TlsFixture {
-            ca_pem: read("ca.pem"),
-            client_cert_pem: read("client.pem"),
-            client_key_pem: read("client.key"),
-            stranger_cert_pem: read("stranger.pem"),
-            stranger_key_pem: read("stranger.key"),
-            client_thumbprint,
-            dir,
-        }
-    }
-}
-
-impl Drop for TlsFixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// One RavenDB server process started by a test; SIGKILLed on drop.
-pub struct RavenServer {
+pub struct Server {
     home: PathBuf,
     root: PathBuf,
     port: u16,
@@ -256,19 +66,19 @@ pub struct RavenServer {
     pub database: String,
 }
 
-impl RavenServer {
+impl Server {
     /// Starts a plain-HTTP server on free loopback ports and creates database `locks`.
-    pub async fn start() -> RavenServer {
+    pub async fn start() -> Server {
         Self::start_inner(None).await
     }
 
     /// Starts an HTTPS server with `fixture`'s server certificate, trusting its admin
     /// client certificate, and creates database `locks`.
-    pub async fn start_tls(fixture: &TlsFixture) -> RavenServer {
+    pub async fn start_tls(fixture: &TlsFixture) -> Server {
         Self::start_inner(Some(fixture)).await
     }
 
-    async fn start_inner(fixture: Option<&TlsFixture>) -> RavenServer {
+    async fn start_inner(fixture: Option<&TlsFixture>) -> Server {
         let home = ravendb_home();
         let http = match fixture {
             None => plain_client(),
@@ -282,7 +92,7 @@ impl RavenServer {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create {root:?}: {e}"));
         let ports = free_ports(2);
-        let mut server = RavenServer {
+        let mut server = Server {
             home,
             root,
             port: ports[0],
@@ -479,7 +289,7 @@ impl RavenServer {
     }
 
     /// Starts the server again on the same ports and data directory (after
-    /// [`RavenServer::kill`] or [`RavenServer::terminate`]), and waits until the
+    /// [`Server::kill`] or [`Server::terminate`]), and waits until the
     /// database answers again: right after a restart 4.1 answers 500
     /// `NullReferenceException` for about two seconds.
     pub async fn restart(&mut self) {
@@ -559,7 +369,7 @@ fn tls_client(fixture: &TlsFixture) -> reqwest::Client {
         .unwrap_or_else(|e| panic!("https client: {e}"))
 }
 
-impl Drop for RavenServer {
+impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.root);
