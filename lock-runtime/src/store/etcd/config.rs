@@ -83,7 +83,7 @@ pub(super) struct Config {
 /// Builds an [`EtcdStore`]: endpoints, timeouts, key prefix, credentials, TLS.
 ///
 /// ```
-/// use lock_runtime::store::etcd::EtcdStore;
+/// use distlock::store::etcd::EtcdStore;
 /// use std::time::Duration;
 ///
 /// let store = EtcdStore::builder()
@@ -282,7 +282,7 @@ impl EtcdStore {
     /// `2s`, `1m`, `1m%2030s`; a unit is required).
     ///
     /// ```
-    /// use lock_runtime::store::etcd::EtcdStore;
+    /// use distlock::store::etcd::EtcdStore;
     /// let builder = EtcdStore::builder_from_url("etcd://app:s%40cret@127.0.0.1:2379,127.0.0.1:22379/jobs")
     ///     .unwrap();
     /// let store = builder.build().unwrap();

@@ -116,8 +116,8 @@ impl EtcdError {
     /// The etcd error behind a [`StoreError`] of this backend, if any.
     ///
     /// ```
-    /// use lock_runtime::store::StoreError;
-    /// use lock_runtime::store::etcd::EtcdError;
+    /// use distlock::store::StoreError;
+    /// use distlock::store::etcd::EtcdError;
     ///
     /// let error = StoreError::Backend {
     ///     endpoint: "http://127.0.0.1:2379".into(),

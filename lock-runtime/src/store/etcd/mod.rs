@@ -34,7 +34,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use lock_runtime::store::etcd::EtcdStore;
+//! use distlock::store::etcd::EtcdStore;
 //! use std::time::Duration;
 //!
 //! let store = EtcdStore::builder()
