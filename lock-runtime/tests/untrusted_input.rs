@@ -169,10 +169,11 @@ fn etcd_query() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
             "timeout=250ms",
             "timeout=2s",
-            "timeout=750",
+            "timeout=1m",
             "connect_timeout=3s",
+            "connect_timeout=1m%2030s",
             "timeout=18446744073709551615s",
-            "connect_timeout=18446744073709551615",
+            "connect_timeout=18446744073709551615s",
         ]),
         0..3,
     )

@@ -16,7 +16,7 @@ use distlock::testing::conformance::{self, Backend};
 use distlock::testing::faults::{Calls, Faults, Op};
 use distlock::testing::{Observer, unique_key};
 use distlock::{LockClient, LockError, LockOptions, Wait};
-use lock_runtime::store::etcd::{EtcdConfigError, EtcdStore, etcd_client};
+use lock_runtime::store::etcd::{EtcdConfigError, EtcdError, EtcdStore, etcd_client};
 use lock_runtime::store::{
     CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError,
 };
@@ -478,6 +478,10 @@ async fn wrong_password_is_a_typed_error_and_the_right_one_works() {
             assert!(message.contains("authentication"), "{message}");
             assert!(message.contains(&etcd.client_url(0)), "{message}");
             assert!(!message.contains("not-the-password"), "{message}");
+            assert!(
+                matches!(EtcdError::of(&error), Some(EtcdError::AuthFailed { .. })),
+                "{error:?}"
+            );
         }
         other => panic!("expected a Backend auth error, got {other:?}"),
     }
@@ -485,7 +489,10 @@ async fn wrong_password_is_a_typed_error_and_the_right_one_works() {
 
     let anonymous = base.clone().build().unwrap_or_else(|e| panic!("{e}"));
     match anonymous.ping().await {
-        Err(StoreError::Backend { .. }) => {}
+        Err(error @ StoreError::Backend { .. }) => assert!(
+            matches!(EtcdError::of(&error), Some(EtcdError::AuthRequired)),
+            "{error:?}"
+        ),
         other => panic!("expected a Backend error without credentials, got {other:?}"),
     }
 

@@ -79,13 +79,6 @@ pub mod etcd;
 pub mod memory;
 /// The network layer shared by the backends: URLs, failover, errors, TLS, a bounded cache.
 pub(crate) mod net;
-/// The old home of [`net::redact`], kept so that `etcd.rs` builds unchanged until
-/// it moves onto `net` (then this goes).
-#[cfg(feature = "etcd")]
-pub(crate) mod redact {
-    pub(crate) use super::net::redact::{redact_url, scheme_of, split_userinfo};
-    pub(crate) use super::net::url::check_host_port;
-}
 /// Strategies shared by the backends' answer-decoder property tests.
 #[cfg(all(test, any(feature = "etcd", feature = "ravendb")))]
 mod proptest_support;

@@ -45,7 +45,8 @@ use etcd_client::{WatchOptions, WatchRequestSender, WatchResponse, WatchResponse
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::super::StoreError;
+use super::error::{BACKEND, EtcdError, store_error};
+use crate::store::StoreError;
 
 /// How a registration ended.
 #[derive(Clone, Debug)]
@@ -330,20 +331,17 @@ impl SharedStream {
     }
 
     fn unavailable(&self, message: impl Into<String>) -> StoreError {
-        StoreError::Unavailable {
-            endpoint: self.url.clone(),
-            source: message.into().into(),
-        }
+        store_error(&self.url, EtcdError::Stream(message.into()))
     }
 
     fn error(&self, end: WatchEnd) -> Option<StoreError> {
         match end {
             WatchEnd::Changed => None,
             WatchEnd::Unavailable(m) => Some(self.unavailable(&*m)),
-            WatchEnd::Refused(m) => Some(StoreError::Backend {
-                endpoint: self.url.clone(),
-                source: m.to_string().into(),
-            }),
+            WatchEnd::Refused(m) => Some(store_error(
+                &self.url,
+                EtcdError::WatchRefused(m.to_string()),
+            )),
         }
     }
 }
@@ -499,30 +497,23 @@ async fn read(
                 }
             }
             Some(Ok(None)) => WatchEnd::Unavailable("the watch stream closed".into()),
-            Some(Err(error)) => match super::classify_at(&url, error, false) {
-                super::Failure::Retry { error, .. } => {
-                    WatchEnd::Unavailable(source_text(&error).into())
+            Some(Err(error)) => {
+                let error = EtcdError::from(error);
+                let message = error.to_string().into();
+                if error.is_transient() {
+                    WatchEnd::Unavailable(message)
+                } else {
+                    WatchEnd::Refused(message)
                 }
-                super::Failure::Fatal(error) => WatchEnd::Refused(source_text(&error).into()),
-            },
+            }
         };
         tracing::debug!(
-            backend = super::BACKEND,
+            backend = BACKEND,
             endpoint = %url,
             "etcd shared watch stream broken; its watches end"
         );
         shared.end(&broken);
         drop(end);
         return;
-    }
-}
-
-/// The message of a store error without its endpoint (the registration adds it back).
-fn source_text(error: &StoreError) -> String {
-    match error {
-        StoreError::Unavailable { source, .. } | StoreError::Backend { source, .. } => {
-            source.to_string()
-        }
-        other => other.to_string(),
     }
 }

@@ -13,7 +13,8 @@ use etcd_client::proto::{
 use etcd_client::{DeleteResponse, GetResponse, KeyValue, PutResponse, TxnOpResponse, TxnResponse};
 use proptest::prelude::*;
 
-use super::{EtcdStore, LeaseId, Record, StoreError};
+use super::EtcdStore;
+use crate::store::{LeaseId, Record, StoreError};
 
 use crate::store::proptest_support as support;
 
