@@ -11,8 +11,8 @@
 mod etcd {
     use std::time::{Duration, Instant};
 
-    use distlock::testing::unique_key;
     use distlock::store::etcd::EtcdStore;
+    use distlock::testing::unique_key;
     use distlock::{LockClient, LockOptions};
     use testkit::etcd::Cluster as EtcdCluster;
     use testkit::process::{KillOnDrop, KillPidOnDrop};
@@ -109,9 +109,9 @@ mod etcd {
 mod ravendb {
     use std::time::{Duration, Instant};
 
-    use distlock::testing::unique_key as unique;
     use distlock::store::CompareExchange;
     use distlock::store::ravendb::RavenDbStore;
+    use distlock::testing::unique_key as unique;
     use distlock::{LockClient, LockError, LockOptions, Wait};
     use testkit::process::KillPidOnDrop;
     use testkit::ravendb::Server as RavenServer;

@@ -13,7 +13,6 @@
 //! memory dropped-future test run. Set `DISTLOCK_FAULT_SEED` to replay the random
 //! drop points of a run (each run prints its seed).
 
-
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;

@@ -7,7 +7,6 @@
 //! `tests/crashed_holder.rs` (only that package's tests can run its binary).
 #![cfg(feature = "ravendb")]
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
