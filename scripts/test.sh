@@ -19,10 +19,10 @@ cargo fmt --all -- --check
 python3 scripts/check_layers.py
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features
-# Every test with every feature: the backends against real servers, the loopback fault-proxy
-# tests, the deterministic simulation (10,000 seeds; DISTLOCK_SIM_SEEDS=N for more), the
-# stateright model of the protocol, and the property tests.
+# Every test with every feature, in every package: the backends against real servers and the
+# loopback fault-proxy tests (testkit/tests), the CLI (tests/), the deterministic simulation
+# (10,000 seeds; DISTLOCK_SIM_SEEDS=N for more), the stateright model of the protocol, the
+# property tests, the attribute's compile-error tests (lock-macros/tests/macro_ui.rs: trybuild
+# builds them with default features whatever this build enables) and the axum example's test.
 cargo test --workspace --all-features
-# The attribute's compile-error tests, with default features (see tests/macro_ui.rs).
-cargo test --test macro_ui
 echo "test.sh: done in $(( $(date +%s) - started ))s"
