@@ -4,7 +4,7 @@
 //! The mapping:
 //! - The index is the compare-exchange item's Raft index: cluster-wide and only
 //!   growing, also across delete and re-create. It is the fencing token.
-//! - The [`Record`] is stored readably as the item's `Object`
+//! - The [`Record`](super::Record) is stored readably as the item's `Object`
 //!   (`{"owner":..,"nonce":..,"ttl_ms":..,"written_at_ms":..}`), with an
 //!   `@expires` metadata date far past the ttl: garbage collection for abandoned
 //!   items on servers that sweep it (5.0 and later), never lock semantics.
@@ -12,7 +12,7 @@
 //!   retried on another node, so a retry is applied at most once; a conflict that
 //!   shows exactly the value we sent is read as our own write having landed.
 //! - RavenDB has no change notification for compare-exchange items: no
-//!   [`CompareExchange::watch`], the lock client polls. A put-if-absent on a key
+//!   [`CompareExchange::watch`](super::CompareExchange::watch), the lock client polls. A put-if-absent on a key
 //!   last seen held by someone else reads first and writes only when the lock
 //!   looks free, so polling waiters cost reads, not Raft log entries.
 //!
@@ -21,7 +21,7 @@
 //! item, a late renewal from a holder whose lock was taken over and released in
 //! the meantime would bring the lock back to life under a holder that lost it
 //! (the answer is the same as for a real renewal, so it cannot be detected
-//! afterwards). So [`CompareExchange::delete`] replaces the record, under the same
+//! afterwards). So [`CompareExchange::delete`](super::CompareExchange::delete) replaces the record, under the same
 //! index condition, with a small `{"released":true,..}` object: a compare-exchange
 //! on a stale index then always meets an item and conflicts. Tombstones read as
 //! absent, a put-if-absent takes a tombstone's place (conditioned on its index),
