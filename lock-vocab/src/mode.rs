@@ -8,6 +8,30 @@ use std::time::Duration;
 
 use crate::duration::{ParseDurationError, parse_duration};
 
+/// `FromStr` and `Display` of a choice enum with `ALL`, `NAMES` and `name()`:
+/// parsing accepts exactly the names, and the error lists them for the option.
+macro_rules! choice_text {
+    ($choice:ident, $option:literal, $names:literal) => {
+        impl FromStr for $choice {
+            type Err = ParseChoiceError;
+
+            #[doc = concat!("Parses ", $names, " (exactly; no other spelling).")]
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $choice::ALL
+                    .into_iter()
+                    .find(|choice| choice.name() == s)
+                    .ok_or_else(|| ParseChoiceError::new($option, s, &$choice::NAMES))
+            }
+        }
+
+        impl fmt::Display for $choice {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 /// How long to wait for a lock that someone else holds.
 ///
 /// Parsed from `"forever"`, `"never"` (the same as `"0s"`), or a duration
@@ -152,23 +176,11 @@ impl IfLocked {
     }
 }
 
-impl FromStr for IfLocked {
-    type Err = ParseChoiceError;
-
-    /// Parses `"wait"`, `"skip"` or `"error"` (exactly; no other spelling).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IfLocked::ALL
-            .into_iter()
-            .find(|mode| mode.name() == s)
-            .ok_or_else(|| ParseChoiceError::new("if_locked", s, &IfLocked::NAMES))
-    }
-}
-
-impl fmt::Display for IfLocked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+choice_text!(
+    IfLocked,
+    "if_locked",
+    "`\"wait\"`, `\"skip\"` or `\"error\"`"
+);
 
 /// What happens to the work running under a lock when the lock is lost
 /// (a pause or partition longer than the ttl): the attribute's
@@ -199,23 +211,7 @@ impl OnLost {
     }
 }
 
-impl FromStr for OnLost {
-    type Err = ParseChoiceError;
-
-    /// Parses `"cancel"` or `"continue"` (exactly; no other spelling).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OnLost::ALL
-            .into_iter()
-            .find(|choice| choice.name() == s)
-            .ok_or_else(|| ParseChoiceError::new("on_lost", s, &OnLost::NAMES))
-    }
-}
-
-impl fmt::Display for OnLost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+choice_text!(OnLost, "on_lost", "`\"cancel\"` or `\"continue\"`");
 
 /// The error of parsing an [`IfLocked`] or an [`OnLost`]: the option, the
 /// text given, and the accepted choices.
