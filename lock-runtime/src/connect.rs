@@ -53,14 +53,25 @@ impl LockClient {
     }
 }
 
-#[cfg(feature = "etcd")]
-fn connect_etcd(url: &str) -> Result<LockClient, LockError> {
-    crate::store::etcd::EtcdStore::from_url(url)
+/// A client on the store a backend built from its URL, or the backend's
+/// configuration error as [`LockError::Config`] (its message names the backend).
+#[cfg(any(feature = "etcd", feature = "ravendb"))]
+fn client<S, E>(backend: &str, built: Result<S, E>) -> Result<LockClient, LockError>
+where
+    S: crate::store::CompareExchange,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    built
         .map(LockClient::new)
         .map_err(|error| LockError::Config {
-            message: format!("cannot use the etcd URL: {error}"),
+            message: format!("cannot use the {backend} URL: {error}"),
             source: Some(Box::new(error)),
         })
+}
+
+#[cfg(feature = "etcd")]
+fn connect_etcd(url: &str) -> Result<LockClient, LockError> {
+    client("etcd", crate::store::etcd::EtcdStore::from_url(url))
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -73,12 +84,10 @@ fn connect_etcd(_url: &str) -> Result<LockClient, LockError> {
 
 #[cfg(feature = "ravendb")]
 fn connect_ravendb(url: &str) -> Result<LockClient, LockError> {
-    crate::store::ravendb::RavenDbStore::from_url(url)
-        .map(LockClient::new)
-        .map_err(|error| LockError::Config {
-            message: format!("cannot use the RavenDB URL: {error}"),
-            source: Some(Box::new(error)),
-        })
+    client(
+        "RavenDB",
+        crate::store::ravendb::RavenDbStore::from_url(url),
+    )
 }
 
 #[cfg(not(feature = "ravendb"))]

@@ -129,13 +129,12 @@ impl EtcdStoreBuilder {
     }
 
     /// Adds several endpoints (see [`EtcdStoreBuilder::endpoint`]).
-    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    pub fn endpoints<I, S>(self, endpoints: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.endpoints.extend(endpoints.into_iter().map(Into::into));
-        self
+        endpoints.into_iter().fold(self, Self::endpoint)
     }
 
     /// A prefix put before every lock key, used verbatim (say `"myapp/locks/"`).

@@ -131,13 +131,12 @@ impl RavenDbStoreBuilder {
 
     /// Adds several node URLs; requests start at the one that answered last and
     /// move to the next on failure.
-    pub fn urls<I, S>(mut self, urls: I) -> Self
+    pub fn urls<I, S>(self, urls: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.urls.extend(urls.into_iter().map(Into::into));
-        self
+        urls.into_iter().fold(self, Self::url)
     }
 
     /// The database holding the compare-exchange items.
