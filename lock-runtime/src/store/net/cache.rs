@@ -45,11 +45,13 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
 }
 
 impl<K: Hash + Eq, V, S: BuildHasher + Default> BoundedCache<K, V, S> {
+    #[cfg(test)]
     /// The most entries it holds.
     pub(crate) fn capacity(&self) -> usize {
         self.generation * 2
     }
 
+    #[cfg(test)]
     /// How many entries it holds now.
     pub(crate) fn len(&self) -> usize {
         self.young.len() + self.old.len()
@@ -60,6 +62,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Default> BoundedCache<K, V, S> {
         self.young.is_empty() && self.old.is_empty()
     }
 
+    #[cfg_attr(not(any(feature = "etcd", feature = "ravendb")), allow(dead_code))]
     /// The value at `key`, marking it used.
     pub(crate) fn get<Q>(&mut self, key: &Q) -> Option<&V>
     where
@@ -83,6 +86,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Default> BoundedCache<K, V, S> {
         self.young.get_mut(key)
     }
 
+    #[cfg(test)]
     /// Whether `key` is held (without marking it used).
     pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
     where

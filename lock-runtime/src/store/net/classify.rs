@@ -48,6 +48,7 @@ impl Failure {
         }
     }
 
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
     /// The contract error inside.
     pub(crate) fn into_error(self) -> StoreError {
         match self {
@@ -100,6 +101,7 @@ pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
     out
 }
 
+#[cfg_attr(not(feature = "ravendb"), allow(dead_code))] // only RavenDB uses it
 /// Whether an error of type `E` is somewhere in the cause chain of `error`.
 /// `io::Error` hides its payload from `source()` (it returns the payload's
 /// source), so the payload of every `io::Error` is looked at too.

@@ -29,6 +29,7 @@ pub(crate) struct Attempt {
     pub(crate) last: bool,
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// The result of a [`Failover::run`] and how it came about.
 #[derive(Debug)]
 pub(crate) struct Answered<T> {
@@ -65,6 +66,7 @@ impl Failover {
         }
     }
 
+    #[cfg_attr(not(feature = "ravendb"), allow(dead_code))] // only RavenDB uses it
     /// The per-request timeout.
     pub(crate) fn request_timeout(&self) -> Duration {
         self.request_timeout
@@ -78,6 +80,7 @@ impl Failover {
             .unwrap_or(0)
     }
 
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
     /// Moves later calls past endpoint `failed` (when it is still the current
     /// one: a failure noticed outside [`Failover::run`], such as a broken stream).
     pub(crate) fn skip(&self, failed: usize, count: usize) {

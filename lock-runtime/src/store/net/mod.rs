@@ -13,11 +13,6 @@
 //! It sits under the contract: it uses [`crate::store`]'s types and the crate's
 //! duration grammar, never the lock engine or the client.
 
-// Until both backends stand on it, parts of it have no caller in some builds.
-// Whoever moves the last backend onto `net` removes this and marks what only
-// one backend uses with `cfg_attr(not(feature = ".."), allow(dead_code))`.
-#![allow(dead_code)]
-
 pub(crate) mod cache;
 #[cfg(any(feature = "etcd", feature = "ravendb"))]
 pub(crate) mod classify;

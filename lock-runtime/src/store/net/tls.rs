@@ -42,6 +42,7 @@ impl fmt::Display for PemKind {
     }
 }
 
+#[cfg_attr(not(all(feature = "etcd", feature = "ravendb")), allow(dead_code))] // each backend builds some variants
 /// Why TLS material cannot be used. The `Display` is the reason alone; the
 /// backends put it in their own configuration error with [`TlsError::what`].
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,7 @@ pub(crate) enum TlsError {
 }
 
 impl TlsError {
+    #[cfg_attr(not(feature = "ravendb"), allow(dead_code))] // only RavenDB uses it
     /// Which piece of material was wrong.
     pub(crate) fn what(&self) -> PemKind {
         match self {
@@ -106,6 +108,7 @@ impl ClientIdentity {
         }
     }
 
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
     /// Reads both from PEM files.
     pub(crate) fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         Ok(ClientIdentity::new(
@@ -114,6 +117,7 @@ impl ClientIdentity {
         ))
     }
 
+    #[cfg_attr(not(feature = "ravendb"), allow(dead_code))] // only RavenDB uses it
     /// The parsed chain and key (see [`certificates`] and [`private_key`]).
     pub(crate) fn parse(
         &self,
@@ -134,6 +138,7 @@ impl fmt::Debug for ClientIdentity {
     }
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// Reads the PEM file at `path`, which should hold `what`.
 pub(crate) fn read_pem(path: &Path, what: PemKind) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
@@ -143,6 +148,7 @@ pub(crate) fn read_pem(path: &Path, what: PemKind) -> Result<Vec<u8>, TlsError> 
     })
 }
 
+#[cfg_attr(not(feature = "ravendb"), allow(dead_code))] // only RavenDB uses it
 /// The certificates in `pem` (at least one), in order.
 pub(crate) fn certificates(
     pem: &[u8],
@@ -160,6 +166,7 @@ pub(crate) fn certificates(
     Ok(certificates)
 }
 
+#[cfg_attr(not(feature = "ravendb"), allow(dead_code))] // only RavenDB uses it
 /// The first private key in `pem` (PKCS#8, PKCS#1 or SEC1). The error says
 /// nothing of the bytes.
 pub(crate) fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {

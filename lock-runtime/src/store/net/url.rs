@@ -7,7 +7,7 @@
 //! userinfo up to the LAST `@`, see `redact.rs`), and each host is then checked
 //! by the `url` crate's host parser ([`check_host_port`]). Percent-decoding is
 //! `percent-encoding`'s; durations in query options use the crate's one duration
-//! grammar (see [`positive_duration`]).
+//! grammar (`lock_vocab::parse_duration`, see [`positive_duration`]).
 //!
 //! No reason any function here gives quotes a userinfo or a host: with a lost
 //! `@`, a host or the path may hold a password.
@@ -216,6 +216,7 @@ pub(crate) fn split_endpoint(
     Ok((scheme, hostport))
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// Percent-decodes `s` (with `percent-encoding`) into UTF-8. A `%` not
 /// followed by two hex digits is an error here (the decoder would keep it as
 /// it is). The reason quotes nothing.
@@ -236,6 +237,7 @@ pub(crate) fn decode(s: &str) -> Result<String, UrlProblem> {
         .map_err(|_| UrlProblem::new("not UTF-8 once decoded"))
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// A user name and password from a URL's userinfo, percent-decoded.
 #[derive(Debug, Clone)]
 pub(crate) struct Credentials {
@@ -245,6 +247,7 @@ pub(crate) struct Credentials {
     pub(crate) password: Secret<String>,
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// Reads `user[:password]` (split at the first `:`, each percent-decoded).
 /// Errors never quote the password.
 pub(crate) fn credentials(userinfo: &str) -> Result<Credentials, UrlProblem> {
@@ -260,14 +263,17 @@ pub(crate) fn credentials(userinfo: &str) -> Result<Credentials, UrlProblem> {
     })
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// The most characters of an option name or value an error shows.
 const MAX_SHOWN: usize = 32;
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// `s` cut to a length an error may show.
 pub(crate) fn bounded(s: &str) -> String {
     s.chars().take(MAX_SHOWN).collect()
 }
 
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// The `name=value` pairs of a query (`a=1&b=2`), values percent-decoded,
 /// in order (empty pairs skipped, a pair without `=` has an empty value).
 pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(&str, String)>, UrlProblem> {
@@ -284,25 +290,21 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(&str, String)>, Ur
         .collect()
 }
 
-/// A duration option (`timeout=250ms`) in the crate's one duration grammar
-/// (`250ms`, `2s`, `1m`, `1m 30s`: [`crate::parse_duration`]'s), not zero.
-///
-/// The grammar is called here as `humantime::parse_duration` of the trimmed
-/// value, which is what `options::parse_duration` is: naming `crate::options`
-/// from `store` would close the module cycle `store -> options -> error ->
-/// store` (scripts/check_layers.py). When the shared vocabulary crate holds
-/// the grammar, this calls it there.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
+/// A duration option (`timeout=250ms`) in the one duration grammar
+/// ([`lock_vocab::parse_duration`]: `250ms`, `2s`, `1m`, `1m 30s`), not zero.
 pub(crate) fn positive_duration(name: &str, value: &str) -> Result<Duration, UrlProblem> {
-    match humantime::parse_duration(value.trim()) {
+    match lock_vocab::parse_duration(value) {
         Ok(duration) if duration.is_zero() => Err(UrlProblem::new(format!(
             "{}: the duration must be greater than zero",
             bounded(name)
         ))),
         Ok(duration) => Ok(duration),
         Err(error) => Err(UrlProblem::new(format!(
-            "{}: invalid duration {:?}: {error} (write it like \"500ms\", \"2s\", \"1m\")",
+            "{}: invalid duration {:?}: {} (write it like \"500ms\", \"2s\", \"1m\")",
             bounded(name),
-            bounded(value)
+            bounded(error.input()),
+            error.reason()
         ))),
     }
 }
