@@ -43,6 +43,31 @@ pub struct TlsFiles {
     pub client_key: PathBuf,
 }
 
+/// Signs the request `csr` with the CA in `dir` (`ca.pem`, `ca.key`), with the
+/// extensions in `extfile`, valid for `days`, into `pem`.
+fn sign(dir: &Path, csr: &str, extfile: &str, days: &str, pem: &str) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-extfile",
+            extfile,
+            "-out",
+            pem,
+        ],
+    );
+}
+
 /// Makes a CA, a server and a client certificate in `dir`.
 pub fn make_tls_files(dir: &Path) -> TlsFiles {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -84,26 +109,7 @@ pub fn make_tls_files(dir: &Path) -> TlsFiles {
         req.extend(ec);
         req.extend(["-keyout", &key, "-out", &csr]);
         openssl(dir, &req);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &extfile,
-                "-out",
-                &pem,
-            ],
-        );
+        sign(dir, &csr, &extfile, "2", &pem);
     }
     TlsFiles {
         ca: dir.join("ca.pem"),
@@ -196,26 +202,7 @@ impl TlsFixture {
                     subject,
                 ],
             );
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "3",
-                    "-extfile",
-                    ext,
-                ],
-            );
+            sign(&dir, &csr, ext, "3", &pem);
         }
         // A self-signed certificate the server knows nothing about.
         openssl(
