@@ -205,10 +205,40 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Still running (a failed test): its children too (its command, a watchdog), by
+        // the PIDs it has now; they would outlive it otherwise.
+        let running = self.status.is_none() && matches!(self.child.try_wait(), Ok(None));
+        let children = if running {
+            children(self.pid())
+        } else {
+            Vec::new()
+        };
         // std's kill is SIGKILL on Unix, sent to this PID only.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(children.into_iter().map(KillPidOnDrop).collect::<Vec<_>>());
     }
+}
+
+/// The PIDs of the live processes whose parent is `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    // ") STATE PPID ..."
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
 }
 
 /// A finished `distlock` run.
@@ -838,6 +868,12 @@ fn a_sigkilled_distlock_takes_its_command_group_down() {
     let group = pids(&pid_file);
     let _guards: Vec<KillPidOnDrop> = group.iter().copied().map(KillPidOnDrop).collect();
 
+    // Its other children (a watchdog) are stopped at the end too.
+    let _helpers: Vec<KillPidOnDrop> = children(proc.pid())
+        .into_iter()
+        .filter(|pid| !group.contains(pid))
+        .map(KillPidOnDrop)
+        .collect();
     proc.signal("-KILL");
     proc.wait(EXIT_WAIT);
     wait_for(
@@ -1434,13 +1470,16 @@ fn usage_errors_exit_64() {
     }
     assert!(!ran.exists(), "a command ran despite a usage error");
 
-    let help = run(distlock(&["run", "--help"]), &dir, "help");
-    assert_eq!(help.code(), Some(0), "{}", help.all());
+    // The exit codes are listed in `run --help` or in `distlock --help`.
+    let run_help = run(distlock(&["run", "--help"]), &dir, "help");
+    assert_eq!(run_help.code(), Some(0), "{}", run_help.all());
+    let top_help = run(distlock(&["--help"]), &dir, "help");
+    assert_eq!(top_help.code(), Some(0), "{}", top_help.all());
+    let help = format!("{}{}", run_help.stdout, top_help.stdout);
     for code in ["64", "69", "70", "75", "126", "127"] {
         assert!(
-            help.stdout.contains(code),
-            "run --help should list exit code {code}: {}",
-            help.all()
+            help.contains(code),
+            "--help should list exit code {code}:\n{help}"
         );
     }
 }
