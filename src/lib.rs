@@ -247,8 +247,8 @@ pub use lock_macros::distributed_lock;
 pub use lock_runtime::{
     Backoff, ClientStats, Current, IfLocked, LockClient, LockClientBuilder, LockError, LockGuard,
     LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseChoiceError,
-    ParseDurationError, SystemClock, Wait, WallClock, current, install, installed, is_unreserved,
-    is_unreserved_char, parse_duration, store, validate_key,
+    ParseDurationError, SystemClock, Wait, WallClock, credential_free_url, current, install,
+    installed, is_unreserved, is_unreserved_char, parse_duration, store, validate_key,
 };
 
 #[cfg(feature = "testing")]

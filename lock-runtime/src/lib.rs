@@ -65,6 +65,7 @@ pub mod store;
 pub mod testing;
 
 pub use client::{ClientStats, LockClient, LockClientBuilder};
+pub use connect::credential_free_url;
 pub use current::{Current, current};
 pub use error::{LockError, LostReason};
 pub use guard::LockGuard;
