@@ -307,7 +307,9 @@ impl CompareExchange for RavenDbStore {
         let inner = &self.inner;
         let full = format!("{}{}", inner.prefix, prefix);
         let mut listed: Vec<Listed> = Vec::new();
-        let page = limit.clamp(1, LIST_PAGE);
+        // The first page asks for no more than needed; later ones (after
+        // tombstones or foreign keys took room) for full pages.
+        let mut page = limit.clamp(1, LIST_PAGE);
         let mut start = 0;
         for _ in 0..MAX_LIST_PAGES {
             if listed.len() >= limit {
@@ -332,6 +334,7 @@ impl CompareExchange for RavenDbStore {
                 break;
             }
             start += read;
+            page = LIST_PAGE;
         }
         listed.truncate(limit);
         Ok(listed)
@@ -541,6 +544,39 @@ mod tests {
         ] {
             assert!(
                 matches!(decode_record(&foreign), Err(StoreError::Foreign { .. })),
+                "{foreign}"
+            );
+        }
+    }
+
+    #[test]
+    fn listed_keys_lose_the_store_prefix_in_any_case() {
+        assert_eq!(user_key("", "a/b").as_deref(), Some("a/b"));
+        assert_eq!(user_key("app/", "app/a").as_deref(), Some("a"));
+        // 4.1 lists keys lower-cased.
+        assert_eq!(
+            user_key("MyApp/", "myapp/orders/1").as_deref(),
+            Some("orders/1")
+        );
+        assert_eq!(user_key("app/", "other/a"), None);
+    }
+
+    #[test]
+    fn listed_items_are_locks_foreign_values_or_free() {
+        let record =
+            json!({"Object": {"owner": "o", "nonce": "1", "ttl_ms": 1, "written_at_ms": 2}});
+        assert!(matches!(
+            stored_item(&record, 5),
+            Some(Stored::Lock(Entry { index: 5, .. }))
+        ));
+        let tombstone = json!({"Object": {"released": true, "previous_index": 4}});
+        assert_eq!(stored_item(&tombstone, 6), None);
+        for foreign in [json!({"Object": 42}), json!({"Other": 1}), json!("text")] {
+            assert!(
+                matches!(
+                    stored_item(&foreign, 7),
+                    Some(Stored::Foreign { index: 7, .. })
+                ),
                 "{foreign}"
             );
         }
