@@ -87,10 +87,10 @@ impl LockClient {
     ///
     /// A read of the store, for operators; it takes no lock. A value at the
     /// key that is not a distlock record is [`Holder::Foreign`] where the
-    /// backend reports its index (memory, etcd, RavenDB); a backend that
-    /// cannot (the default of
-    /// [`crate::store::CompareExchange::inspect`]) gives
-    /// [`LockError::Backend`] with [`StoreError::Foreign`].
+    /// backend reports its index (etcd, RavenDB; memory holds only records);
+    /// a backend that cannot (the default of
+    /// [`crate::store::CompareExchange::inspect`]) gives [`LockError::Backend`]
+    /// with [`StoreError::Foreign`].
     ///
     /// ```
     /// use distlock::{Holder, LockClient};
