@@ -111,6 +111,11 @@ impl LockClient {
         &self.handle.0
     }
 
+    /// The store this client works on.
+    pub(crate) fn store(&self) -> &dyn CompareExchange {
+        self.engine().store()
+    }
+
     /// This client's identity as written into lock records: `uuid@host:pid`
     /// unless set with [`LockClientBuilder::owner`].
     pub fn owner(&self) -> &str {
