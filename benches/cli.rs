@@ -6,11 +6,11 @@
 //! processes on the machine hits them alike; a few warm-up rounds are discarded. Each
 //! sample is one process, timed from spawn to exit:
 //!
-//! - `distlock run --backend etcd://127.0.0.1:PORT --key K -- true` and
+//! - `distlock run --backend etcd://127.0.0.1:PORT K -- true` and
 //!   `ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:PORT lock K true`: the comparison
 //!   (target: distlock no slower, `etcdctl / distlock >= 1.00x`);
 //! - where distlock's time goes: `distlock --version` (process start and argument
-//!   parsing alone), `distlock run --backend memory:// --key K -- true` (also the Tokio
+//!   parsing alone), `distlock run --backend memory:// K -- true` (also the Tokio
 //!   runtime, the lock engine and spawning and reaping the command, no network), and
 //!   `true` itself (one fork+exec+wait from here, the floor of any of them);
 //! - `etcdctl version`: etcdctl's own process start, for the same split on its side.
@@ -118,7 +118,7 @@ fn main() {
         Variant::new(
             "",
             DISTLOCK,
-            &["run", "--backend", backend, "--key", key, "--", "true"],
+            &["run", "--backend", backend, key, "--", "true"],
         )
     };
     let mut variants = vec![
