@@ -204,6 +204,39 @@
 //! # fn main() {}
 //! ```
 //!
+//! ## Operator reads: status, list, forced release
+//!
+//! What an operator tool needs (the `distlock status`, `list` and `release
+//! --force` commands are built on it): who holds a key
+//! ([`LockClient::status`]), the held locks under a prefix
+//! ([`LockClient::list`], at most [`MAX_LISTED`]; [`LockClient::list_with`]
+//! for another bound and whether there were more), and a release of a lock
+//! someone else holds that deletes only the record that was shown
+//! ([`LockClient::force_release`], by its token). Each [`LockInfo`] names the
+//! [`Holder`] (a distlock client, or a value that is not a lock record), the
+//! fencing token and, on etcd, the lease and its time to live.
+//!
+//! ```
+//! use distlock::{ForceRelease, Holder, LockClient};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let client = LockClient::memory();
+//! let crashed = client.acquire("jobs/nightly").await?;
+//! std::mem::forget(crashed); // a holder that never releases
+//!
+//! for lock in client.list("jobs/").await? {
+//!     if let Holder::Distlock { owner, ttl, .. } = &lock.holder {
+//!         println!("{} held by {owner} (token {}, ttl {ttl:?})", lock.key, lock.token);
+//!     }
+//! }
+//! let shown = client.status("jobs/nightly").await?.expect("held");
+//! // Deleted only if the record still has the token that was shown:
+//! assert_eq!(client.force_release("jobs/nightly", shown.token).await?, ForceRelease::Released);
+//! assert!(client.status("jobs/nightly").await?.is_none());
+//! # Ok::<(), distlock::LockError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! ## Guarantees and their limits
 //! - Never two holders at once, as long as the backend is linearizable and
 //!   the holder can renew. When it cannot (a pause or partition longer than
@@ -233,7 +266,8 @@
 //!
 //! // Connections that share one store (for a server: one new client per call of
 //! // the closure given to `Backend::new`), declared with the capabilities it has.
-//! let backend = Backend::shared("memory", Capabilities::NONE.with_watch(true), MemoryStore::new());
+//! let caps = Capabilities::NONE.with_watch(true).with_listing(true);
+//! let backend = Backend::shared("memory", caps, MemoryStore::new());
 //! let report = conformance::run_all(&backend).await?;
 //! assert!(report.skipped().contains(&"lease_contract")); // no server leases
 //! # Ok::<(), conformance::Failure>(())
@@ -245,9 +279,10 @@
 pub use lock_macros::distributed_lock;
 
 pub use lock_runtime::{
-    Backoff, ClientStats, Current, IfLocked, LockClient, LockClientBuilder, LockError, LockGuard,
-    LockOptions, LostReason, LostSignal, MAX_KEY_LEN, MIN_TTL, OnLost, ParseChoiceError,
-    ParseDurationError, SystemClock, Wait, WallClock, current, install, installed, is_unreserved,
+    Backoff, ClientStats, Current, ForceRelease, Holder, IfLocked, Listing, LockClient,
+    LockClientBuilder, LockError, LockGuard, LockInfo, LockOptions, LostReason, LostSignal,
+    MAX_KEY_LEN, MAX_LISTED, MIN_TTL, OnLost, ParseChoiceError, ParseDurationError, SystemClock,
+    Wait, WallClock, credential_free_url, current, install, installed, is_unreserved,
     is_unreserved_char, parse_duration, store, validate_key,
 };
 

@@ -144,9 +144,9 @@ fn ordinary_durations_run_the_command() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // And the check can fail: a value clap refuses exits 2, naming the option.
+    // And the check can fail: a value clap refuses is a usage error (64), naming the option.
     let out = distlock(&["--wait=soon".to_owned()]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
 }
 

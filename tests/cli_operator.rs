@@ -20,6 +20,7 @@
 //!
 //! Run: `cargo test --features cli,etcd --test cli_operator` (needs `scripts/etcd.sh`).
 #![cfg(all(feature = "cli", feature = "etcd"))]
+// serde_json: the `cli` feature's own dependency (it writes the --json output).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;

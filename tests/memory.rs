@@ -11,7 +11,7 @@ use distlock::{LockClient, LockOptions, Wait};
 fn memory() -> Backend {
     Backend::shared(
         "memory",
-        Capabilities::NONE.with_watch(true),
+        Capabilities::NONE.with_watch(true).with_listing(true),
         MemoryStore::new(),
     )
 }

@@ -111,6 +111,11 @@ impl LockClient {
         &self.handle.0
     }
 
+    /// The store this client works on.
+    pub(crate) fn store(&self) -> &dyn CompareExchange {
+        self.engine().store()
+    }
+
     /// This client's identity as written into lock records: `uuid@host:pid`
     /// unless set with [`LockClientBuilder::owner`].
     pub fn owner(&self) -> &str {
@@ -125,6 +130,36 @@ impl LockClient {
     /// The default options of this client.
     pub fn options(&self) -> &LockOptions {
         &self.engine().defaults
+    }
+
+    /// Waits until the background work of this client is done, at most
+    /// `limit`: releases of dropped guards, cleanups after cancelled
+    /// acquisitions, scheduled (`hold_at_least`) releases. Returns whether it
+    /// finished. Call it before a short-lived program exits (the background
+    /// task dies with the runtime), after dropping every guard.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let client = distlock::LockClient::memory();
+    /// drop(client.acquire("jobs/nightly").await?); // released in the background
+    /// assert!(client.wait_idle(std::time::Duration::from_secs(5)).await);
+    /// assert!(client.try_acquire("jobs/nightly").await?.is_some());
+    /// # Ok::<(), distlock::LockError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        const POLL: Duration = Duration::from_millis(5);
+        let start = tokio::time::Instant::now();
+        loop {
+            if self.engine().is_idle() {
+                return true;
+            }
+            let waited = start.elapsed();
+            if waited >= limit {
+                return false;
+            }
+            tokio::time::sleep(POLL.min(limit - waited)).await;
+        }
     }
 
     /// What this client has done so far.

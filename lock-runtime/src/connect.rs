@@ -53,6 +53,57 @@ impl LockClient {
     }
 }
 
+impl LockClient {
+    /// Like [`LockClient::connect`], with the password of the user the URL
+    /// names given apart from the URL (read from a file or the environment,
+    /// where `ps`, shell history and logs do not show it):
+    /// `connect_with_password("etcd://app@10.0.0.5:2379", &password)`.
+    ///
+    /// A [`LockError::Config`] when the backend takes no password (memory,
+    /// RavenDB, which authenticates with client certificates), the URL names no
+    /// user, or the URL has a password already.
+    ///
+    /// ```
+    /// let error = distlock::LockClient::connect_with_password("memory://", "s3cret").unwrap_err();
+    /// assert!(error.to_string().contains("no password"));
+    /// assert!(!format!("{error} {error:?}").contains("s3cret"));
+    /// ```
+    pub fn connect_with_password(url: &str, password: &str) -> Result<LockClient, LockError> {
+        if url == "memory" {
+            return Err(LockError::config(
+                "the memory backend takes no password: remove it",
+            ));
+        }
+        match scheme_of(url) {
+            Some("etcd" | "etcds") => connect_etcd_with_password(url, password),
+            Some("memory") => Err(LockError::config(
+                "the memory backend takes no password: remove it",
+            )),
+            Some("ravendb+http" | "ravendb+https") => Err(LockError::config(
+                "RavenDB takes no password: it authenticates with a client certificate",
+            )),
+            // Unknown or missing scheme: the same error as without a password.
+            _ => LockClient::connect(url),
+        }
+    }
+}
+
+/// `url` without its userinfo (`etcd://app:s3cret@h:2379/p` gives
+/// `etcd://h:2379/p`): what may be shown or handed to a child process. Without a
+/// `scheme://` start, everything up to the last `@` is dropped.
+///
+/// ```
+/// assert_eq!(distlock::credential_free_url("etcd://app:s3cret@10.0.0.5:2379/jobs"), "etcd://10.0.0.5:2379/jobs");
+/// assert_eq!(distlock::credential_free_url("memory://"), "memory://");
+/// ```
+pub fn credential_free_url(url: &str) -> String {
+    let start = scheme_of(url).map_or(0, |scheme| scheme.len() + 3);
+    match url[start..].rsplit_once('@') {
+        Some((_, rest)) => format!("{}{rest}", &url[..start]),
+        None => url.to_owned(),
+    }
+}
+
 /// A client on the store a backend built from its URL, or the backend's
 /// configuration error as [`LockError::Config`] (its message names the backend).
 #[cfg(any(feature = "etcd", feature = "ravendb"))]
@@ -72,6 +123,23 @@ where
 #[cfg(feature = "etcd")]
 fn connect_etcd(url: &str) -> Result<LockClient, LockError> {
     client("etcd", crate::store::etcd::EtcdStore::from_url(url))
+}
+
+#[cfg(feature = "etcd")]
+fn connect_etcd_with_password(url: &str, password: &str) -> Result<LockClient, LockError> {
+    let builder = crate::store::etcd::EtcdStore::builder_from_url(url)
+        .map_err(|error| LockError::Config {
+            message: format!("cannot use the etcd URL: {error}"),
+            source: Some(Box::new(error)),
+        })?
+        .with_password(password.to_owned())
+        .map_err(LockError::config)?;
+    client("etcd", builder.build())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn connect_etcd_with_password(url: &str, _password: &str) -> Result<LockClient, LockError> {
+    connect_etcd(url)
 }
 
 #[cfg(not(feature = "etcd"))]

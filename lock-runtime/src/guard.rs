@@ -6,6 +6,7 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use crate::current::{CURRENT, Current};
 use crate::error::{LockError, LostReason};
@@ -63,6 +64,20 @@ impl LockGuard {
     /// deadline has passed, before any other client can take it over.
     pub fn is_lost(&self) -> bool {
         self.lock.is_lost()
+    }
+
+    /// How long the lock is held at most from now if no renewal succeeds: the
+    /// time left until its local deadline (the deadline rule: before anyone
+    /// else can take it over). `None` once it is lost or released.
+    ///
+    /// A supervisor can hand this to a watchdog that stops the work when the
+    /// time is up, should this process be paused (`distlock run` does).
+    pub fn valid_for(&self) -> Option<Duration> {
+        if self.lock.is_lost() || !self.lock.is_holding() {
+            return None;
+        }
+        let deadline = self.client.0.clock.real(self.lock.effective_deadline());
+        Some(deadline.saturating_duration_since(tokio::time::Instant::now()))
     }
 
     /// Completes when the lock is lost; pending forever while it is held.

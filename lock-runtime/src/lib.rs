@@ -9,6 +9,8 @@
 //! - [`LockClient`]: acquire, wait, take over abandoned locks, renew, release.
 //! - [`LockGuard`]: key, fencing token, lost signal, `release().await`.
 //! - [`current`]: the lock the running task holds (inside [`LockClient::with_lock`]).
+//! - Operator reads and actions on a client: [`LockClient::status`],
+//!   [`LockClient::list`], [`LockClient::force_release`] ([`LockInfo`]).
 //! - `testing` (feature `testing`): the backend kit: the conformance suite,
 //!   fault-injecting store wrappers and a deterministic simulation.
 //!
@@ -56,6 +58,7 @@ mod connect;
 mod current;
 mod error;
 mod guard;
+mod inspect;
 mod install;
 mod lock;
 mod options;
@@ -65,9 +68,11 @@ pub mod store;
 pub mod testing;
 
 pub use client::{ClientStats, LockClient, LockClientBuilder};
+pub use connect::credential_free_url;
 pub use current::{Current, current};
 pub use error::{LockError, LostReason};
 pub use guard::LockGuard;
+pub use inspect::{ForceRelease, Holder, Listing, LockInfo, MAX_LISTED};
 pub use install::{install, installed};
 pub use lock::{LostSignal, SystemClock, WallClock};
 pub use lock_vocab::{is_unreserved, is_unreserved_char};

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use distlock::store::{
-    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, PutOutcome, Record, StoreError,
-    async_trait,
+    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, Listed, PutOutcome, Record,
+    StoreError, Stored, async_trait,
 };
 use distlock::testing::conformance::{self, Backend, CHECKS, Failure};
 
@@ -30,6 +30,8 @@ enum Defect {
     ClaimsWatch,
     /// A put never answers.
     PutHangs,
+    /// A listing gives every key from the prefix on, also those not under it.
+    ListingIgnoresPrefix,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +48,8 @@ struct State {
 struct MapStore {
     state: Arc<Mutex<State>>,
     defect: Defect,
+    /// Implements the optional listing.
+    listing: bool,
 }
 
 impl MapStore {
@@ -53,7 +57,14 @@ impl MapStore {
         MapStore {
             state: Arc::default(),
             defect,
+            listing: true,
         }
+    }
+
+    /// The same store without the optional listing.
+    fn without_listing(mut self) -> Self {
+        self.listing = false;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -76,7 +87,9 @@ impl CompareExchange for MapStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_watch(self.defect == Defect::ClaimsWatch)
+        Capabilities::NONE
+            .with_watch(self.defect == Defect::ClaimsWatch)
+            .with_listing(self.listing)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -126,10 +139,32 @@ impl CompareExchange for MapStore {
             current => Ok(DeleteOutcome::Conflict { current }),
         }
     }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        if !self.listing {
+            return Err(StoreError::Unsupported("listing"));
+        }
+        let state = self.state();
+        let under =
+            |key: &String| key.starts_with(prefix) || self.defect == Defect::ListingIgnoresPrefix;
+        // A BTreeMap is in key order: range from the prefix on, while under it.
+        Ok(state
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| under(key))
+            .take(limit)
+            .map(|(key, (record, index))| Listed {
+                key: key.clone(),
+                stored: Stored::Lock(entry(record, *index)),
+            })
+            .collect())
+    }
 }
 
 fn backend(defect: Defect) -> Backend {
-    let expect = Capabilities::NONE.with_watch(defect == Defect::ClaimsWatch);
+    let expect = Capabilities::NONE
+        .with_watch(defect == Defect::ClaimsWatch)
+        .with_listing(true);
     Backend::shared("btreemap", expect, MapStore::new(defect))
 }
 
@@ -160,6 +195,25 @@ async fn a_store_written_outside_the_crate_passes_the_whole_suite() {
     // Every check ran but those for capabilities the store does not have.
     assert_eq!(report.skipped(), ["watch_contract", "lease_contract"]);
     assert_eq!(report.passed().len() + report.skipped().len(), CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_the_optional_listing_skips_its_check() {
+    let store = MapStore::new(Defect::None).without_listing();
+    let backend = Backend::shared("btreemap", Capabilities::NONE, store);
+    let report = conformance::run_all(&backend)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(
+        report.skipped(),
+        ["watch_contract", "lease_contract", "listing_contract"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_beyond_the_prefix_fails_the_listing_contract() {
+    let failure = fails_at(Defect::ListingIgnoresPrefix, "listing_contract").await;
+    assert!(failure.problem().contains("siblings"), "{failure}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

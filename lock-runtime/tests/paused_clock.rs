@@ -78,3 +78,87 @@ async fn a_renewing_holder_keeps_its_lock_for_many_ttls() {
     assert_eq!(b.stats().takeovers, 0);
     held.release().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `valid_for` is the time to the deadline rule's instant (ttl minus a tenth
+/// from the acquiring write's send), shrinks with time, grows back at each
+/// renewal, and is `None` once the lock is lost: what `distlock run` hands
+/// its watchdog.
+#[tokio::test(start_paused = true)]
+async fn valid_for_counts_down_to_the_deadline_and_stops_at_loss() {
+    let store = Faults::new(MemoryStore::new());
+    let ttl = Duration::from_secs(30);
+    let client = LockClient::builder(store.clone())
+        .defaults(LockOptions::default().ttl(ttl))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = client
+        .acquire("jobs/v")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(guard.valid_for(), Some(Duration::from_secs(27)));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(guard.valid_for(), Some(Duration::from_secs(22)));
+    // The renewal at ttl/3 moves the deadline on.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // Let the renewal task run (a paused clock runs tasks only when idle).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let renewed = guard.valid_for().unwrap_or_else(|| panic!("held"));
+    assert!(renewed > Duration::from_secs(22), "{renewed:?}");
+    // No renewal gets through: at the deadline the lock is lost, not before.
+    store.cut();
+    tokio::time::advance(renewed - Duration::from_millis(1)).await;
+    assert!(
+        guard
+            .valid_for()
+            .is_some_and(|left| left <= Duration::from_millis(1))
+    );
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert_eq!(guard.valid_for(), None);
+    assert!(guard.is_lost());
+}
+
+/// `wait_idle` returns once a dropped guard's background release is done
+/// (the key is free then), and reports `false` while a release cannot get
+/// through.
+#[tokio::test(start_paused = true)]
+async fn wait_idle_waits_for_background_releases() {
+    let store = Faults::new(MemoryStore::new());
+    let client = LockClient::new(store.clone());
+    let other = LockClient::new(store.inner().as_ref().clone());
+    drop(
+        client
+            .acquire("jobs/w")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert!(client.wait_idle(Duration::from_secs(5)).await);
+    assert!(
+        other
+            .try_acquire("jobs/w")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some()
+    );
+
+    let guard = client
+        .acquire("jobs/w2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.cut();
+    drop(guard);
+    assert!(
+        !client.wait_idle(Duration::from_secs(2)).await,
+        "the release cannot get through"
+    );
+    store.heal();
+    assert!(client.wait_idle(Duration::from_secs(60)).await);
+    assert!(
+        other
+            .try_acquire("jobs/w2")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some()
+    );
+}

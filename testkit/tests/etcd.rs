@@ -14,10 +14,10 @@ use distlock::store::Capabilities;
 use distlock::testing::conformance::{self, Backend};
 use distlock::testing::faults::{Calls, Faults, Op};
 use distlock::testing::{Observer, unique_key};
-use distlock::{LockClient, LockError, LockOptions, Wait};
+use distlock::{ForceRelease, Holder, LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::etcd::{EtcdConfigError, EtcdError, EtcdStore, etcd_client};
 use lock_runtime::store::{
-    CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError,
+    CompareExchange, DeleteOutcome, Expect, LeaseId, PutOutcome, Record, StoreError, Stored,
 };
 use testkit::etcd::{Cluster as EtcdCluster, Options as EtcdOptions};
 
@@ -669,7 +669,10 @@ fn malformed_urls_are_typed_errors() {
 /// Every "connection" is a new `EtcdStore` (its own gRPC channels) on the same endpoints,
 /// as separate service instances would have.
 fn etcd_backend(urls: Vec<String>, request_timeout: Duration) -> Backend {
-    let capabilities = Capabilities::NONE.with_watch(true).with_leases(true);
+    let capabilities = Capabilities::NONE
+        .with_watch(true)
+        .with_leases(true)
+        .with_listing(true);
     Backend::new("etcd", capabilities, move || {
         let store = EtcdStore::builder()
             .endpoints(urls.iter().cloned())
@@ -1613,4 +1616,216 @@ async fn an_idle_shared_watch_stream_stays_up_and_held_keys_stay_watched() {
          afterwards was lost in {:?}",
         deleted_at.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Operator reads: listing, inspection, lease time to live, forced release.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_maps_keys_out_of_the_store_prefix_and_reports_foreign_values() {
+    let etcd = EtcdCluster::single();
+    let store = store_for(&etcd.client_urls());
+    let base = unique_key("list");
+    let key = |name: &str| format!("{base}/{name}");
+    let mut raw = must("raw client", store.raw_client().await).await;
+    let a = swapped(
+        must(
+            "put",
+            store
+                .put(&key("a"), &record("a", 1), Expect::Absent, None)
+                .await,
+        )
+        .await,
+    );
+    let b = swapped(
+        must(
+            "put",
+            store
+                .put(&key("b"), &record("a", 2), Expect::Absent, None)
+                .await,
+        )
+        .await,
+    );
+    let c = swapped(
+        must(
+            "put",
+            store
+                .put(&key("c"), &record("a", 3), Expect::Absent, None)
+                .await,
+        )
+        .await,
+    );
+    assert_eq!(
+        must("delete", store.delete(&key("b"), b).await).await,
+        DeleteOutcome::Deleted
+    );
+    // Written by someone else: a value that is not a record, a key that is not UTF-8,
+    // and keys beside the store's prefix (`test/`) that must not show.
+    let foreign = raw
+        .put(format!("test/{base}/foreign"), "not json", None)
+        .await
+        .unwrap_or_else(|e| panic!("raw put: {e}"));
+    let foreign_index = foreign.header().map_or(0, |h| h.revision());
+    let mut bad_key = format!("test/{base}/").into_bytes();
+    bad_key.push(0xff);
+    raw.put(bad_key, "x", None)
+        .await
+        .unwrap_or_else(|e| panic!("raw put: {e}"));
+    for outside in [format!("testing/{base}/a"), format!("{base}/a")] {
+        raw.put(outside, "x", None)
+            .await
+            .unwrap_or_else(|e| panic!("raw put: {e}"));
+    }
+
+    let listed = must("list", store.list("", 100).await).await;
+    let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+    let lossy = format!("{base}/\u{fffd}");
+    assert_eq!(
+        keys,
+        [key("a"), key("c"), key("foreign"), lossy.clone()],
+        "{listed:?}"
+    );
+    assert_eq!(listed[0].stored.index(), a);
+    assert_eq!(
+        listed[0].stored.entry().map(|e| e.record.nonce),
+        Some(1),
+        "{listed:?}"
+    );
+    assert_eq!(listed[1].stored.index(), c);
+    match &listed[2].stored {
+        Stored::Foreign { index, .. } => {
+            assert_eq!(Some(*index), u64::try_from(foreign_index).ok())
+        }
+        other => panic!("expected a foreign value, got {other:?}"),
+    }
+    assert!(
+        matches!(listed[3].stored, Stored::Foreign { .. }),
+        "{listed:?}"
+    );
+    // The limit, and a prefix within ours.
+    let first = must("list", store.list(&format!("{base}/"), 2).await).await;
+    assert_eq!(first[..], listed[..2]);
+    assert!(
+        must("list", store.list(&key("z"), 10).await)
+            .await
+            .is_empty()
+    );
+    // Inspection gives the foreign value's index where `get` fails.
+    assert!(matches!(
+        store.get(&key("foreign")).await,
+        Err(StoreError::Foreign { .. })
+    ));
+    assert_eq!(
+        must("inspect", store.inspect(&key("foreign")).await)
+            .await
+            .map(|s| s.index()),
+        u64::try_from(foreign_index).ok()
+    );
+    assert_eq!(must("inspect", store.inspect(&key("b")).await).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_locks_show_their_lease_and_its_time_to_live() {
+    let etcd = EtcdCluster::single();
+    let store = store_for(&etcd.client_urls());
+    let holder = LockClient::new(store_for(&etcd.client_urls()));
+    let operator = LockClient::new(store.clone());
+    let base = unique_key("list-lease");
+    let ttl = Duration::from_secs(20);
+    let options = LockOptions::default().ttl(ttl);
+    let one = holder
+        .acquire_with(&format!("{base}/1"), &options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let two = holder
+        .acquire_with(&format!("{base}/2"), &options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let locks = operator
+        .list(&format!("{base}/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    for (info, guard) in locks.iter().zip([&one, &two]) {
+        assert_eq!(info.token, guard.token());
+        let lease = info.lease.unwrap_or_else(|| panic!("no lease: {info:?}"));
+        let left = info
+            .lease_remaining
+            .unwrap_or_else(|| panic!("no time to live: {info:?}"));
+        assert!(left <= ttl, "{left:?}");
+        assert!(matches!(&info.holder, Holder::Distlock { owner, .. } if owner == holder.owner()));
+        assert_eq!(
+            locks[0].lease,
+            Some(lease),
+            "one lease for the client's locks"
+        );
+    }
+    // The store call on its own: a lease's time to live, then gone once revoked.
+    let lease = must("grant", store.grant_lease(Duration::from_secs(30)).await).await;
+    let left = must("ttl", store.lease_time_to_live(lease).await).await;
+    assert!(
+        left.is_some_and(|l| l <= Duration::from_secs(30) && !l.is_zero()),
+        "{left:?}"
+    );
+    must("revoke", store.revoke_lease(lease).await).await;
+    assert_eq!(
+        must("ttl", store.lease_time_to_live(lease).await).await,
+        None
+    );
+    one.release().await.unwrap_or_else(|e| panic!("{e}"));
+    two.release().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_release_refuses_a_changed_index_and_frees_the_one_shown() {
+    let etcd = EtcdCluster::single();
+    let holder = LockClient::new(store_for(&etcd.client_urls()));
+    let operator = LockClient::new(store_for(&etcd.client_urls()));
+    let key = unique_key("list-force");
+    let first = holder.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    let shown = operator
+        .status(&key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("{key} shows free"));
+    assert_eq!(shown.token, first.token());
+    // The record changes before the operator confirms: released and taken again.
+    first.release().await.unwrap_or_else(|e| panic!("{e}"));
+    let second = holder.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    match operator.force_release(&key, shown.token).await {
+        Ok(ForceRelease::Changed { current: Some(now) }) => assert_eq!(now.token, second.token()),
+        other => panic!("a changed index must be refused, got {other:?}"),
+    }
+    assert!(
+        holder.status(&key).await.ok().flatten().is_some(),
+        "deleted anyway"
+    );
+    assert_eq!(
+        operator.force_release(&key, second.token()).await.ok(),
+        Some(ForceRelease::Released)
+    );
+    assert_eq!(operator.status(&key).await.ok(), Some(None));
+    // The holder is told at the latest when it releases.
+    assert!(matches!(
+        second.release().await,
+        Err(LockError::Lost { .. })
+    ));
+
+    // A foreign value is shown with its index and freed by it.
+    let store = store_for(&etcd.client_urls());
+    let mut raw = must("raw client", store.raw_client().await).await;
+    raw.put(format!("test/{key}"), "{\"someone\":\"else\"}", None)
+        .await
+        .unwrap_or_else(|e| panic!("raw put: {e}"));
+    let info = operator
+        .status(&key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("{key} shows free"));
+    assert!(matches!(info.holder, Holder::Foreign { .. }), "{info:?}");
+    assert_eq!(
+        operator.force_release(&key, info.token).await.ok(),
+        Some(ForceRelease::Released)
+    );
+    assert_eq!(operator.status(&key).await.ok(), Some(None));
 }

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use distlock::store::Capabilities;
 use distlock::testing::conformance::{self, Backend};
 use distlock::testing::{Observer, unique_key as unique};
-use distlock::{LockClient, LockError, LockOptions, Wait};
+use distlock::{ForceRelease, Holder, LockClient, LockError, LockOptions, Wait};
 use lock_runtime::store::ravendb::{RavenDbConfigError, RavenDbError, RavenDbStore};
-use lock_runtime::store::{CompareExchange, DeleteOutcome, Expect, PutOutcome, Record, StoreError};
+use lock_runtime::store::{
+    CompareExchange, DeleteOutcome, Expect, PutOutcome, Record, StoreError, Stored,
+};
 use testkit::ports::free_ports;
 use testkit::ravendb::reqwest;
 use testkit::ravendb::{Server as RavenServer, TlsFixture};
@@ -690,13 +692,17 @@ async fn tls_client_certificates_right_none_wrong() {
 }
 
 /// Every "connection" is a new `RavenDbStore` on the server (compare-exchange only:
-/// no watch, no leases).
+/// no watch, no leases; listing).
 fn backend_for(server: &RavenServer) -> Backend {
     let url = server.store_url();
-    Backend::new("ravendb", Capabilities::NONE, move || {
-        let store = RavenDbStore::from_url(&url);
-        async move { store }
-    })
+    Backend::new(
+        "ravendb",
+        Capabilities::NONE.with_listing(true),
+        move || {
+            let store = RavenDbStore::from_url(&url);
+            async move { store }
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -958,4 +964,204 @@ async fn old_tombstones_are_pruned_and_held_locks_are_not() {
         "again",
     );
     assert!(again > held);
+}
+
+/// A store on `server` under `prefix`.
+fn store_under(server: &RavenServer, prefix: &str) -> RavenDbStore {
+    RavenDbStore::builder_from_url(&server.store_url())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .key_prefix(prefix.to_owned())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The index of a raw compare-exchange PUT's answer.
+fn raw_index(answer: &(u16, String)) -> u64 {
+    assert_eq!(answer.0, 200, "raw put: {}", answer.1);
+    let value: serde_json::Value =
+        serde_json::from_str(&answer.1).unwrap_or_else(|e| panic!("raw answer {}: {e}", answer.1));
+    value["Index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no Index in {}", answer.1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_past_tombstones_maps_keys_and_reports_foreign_values() {
+    let server = RavenServer::start().await;
+    // A prefix in mixed case: the server lists keys lower-cased.
+    let prefix = format!("{}/", unique("Ravendb/List"));
+    let s = store_under(&server, &prefix);
+    // More than one page (256 items), the first 20 released (tombstones, which
+    // take room in the pages and must not be listed), written 8 at a time.
+    let total = 280usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let mut written = Vec::new();
+            for i in (worker..total).step_by(8) {
+                let key = format!("k{i:03}");
+                let index = swapped(
+                    s.put(&key, &record("a", i as u64), Expect::Absent, None)
+                        .await,
+                    "put",
+                );
+                if i < 20 {
+                    assert!(matches!(
+                        s.delete(&key, index).await,
+                        Ok(DeleteOutcome::Deleted)
+                    ));
+                } else {
+                    written.push((key, index));
+                }
+            }
+            written
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        held.extend(done.unwrap_or_else(|e| panic!("{e}")));
+    }
+    held.sort();
+    // Written by someone else: a value that is not a record, and a key beside the
+    // store's prefix.
+    let foreign = raw_index(
+        &raw(
+            &server,
+            reqwest::Method::PUT,
+            &format!("key={prefix}zz-foreign&index=0"),
+            r#"{"Object":{"hello":"world"}}"#,
+        )
+        .await,
+    );
+    let beside = format!("{}-beside/k100", prefix.trim_end_matches('/'));
+    raw(
+        &server,
+        reqwest::Method::PUT,
+        &format!("key={beside}&index=0"),
+        r#"{"Object":1}"#,
+    )
+    .await;
+
+    let listed = s
+        .list("", 1000)
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(listed.len(), held.len() + 1, "{:?}", &listed[..3]);
+    for ((key, index), item) in held.iter().zip(&listed) {
+        assert_eq!((&item.key, item.stored.index()), (key, *index));
+        assert!(item.stored.entry().is_some(), "{item:?}");
+    }
+    let last = &listed[held.len()];
+    assert_eq!(last.key, "zz-foreign");
+    assert!(
+        matches!(&last.stored, Stored::Foreign { index, .. } if *index == foreign),
+        "{last:?}"
+    );
+    let first = s
+        .list("", 240)
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(first[..], listed[..240]);
+    let under = s
+        .list("k1", 1000)
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(under.len(), 100, "k100..k199");
+    assert!(s.list("k", 0).await.is_ok_and(|l| l.is_empty()));
+    // The key prefix is compared case-insensitively, like every RavenDB key.
+    let upper = store_under(&server, &prefix.to_uppercase());
+    let again = upper
+        .list("K27", 10)
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"));
+    let keys: Vec<&str> = again.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        (270..280).map(|i| format!("k{i}")).collect::<Vec<_>>()
+    );
+    // Inspection: the foreign value with its index, a tombstone as free.
+    assert!(matches!(
+        s.get("zz-foreign").await,
+        Err(StoreError::Foreign { .. })
+    ));
+    assert_eq!(
+        s.inspect("zz-foreign")
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.index()),
+        Some(foreign)
+    );
+    assert_eq!(s.inspect("k000").await.ok(), Some(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_release_on_ravendb_refuses_a_changed_index_and_frees_the_one_shown() {
+    let server = RavenServer::start().await;
+    let holder = LockClient::new(store(&server));
+    let operator = LockClient::new(store(&server));
+    let key = unique("ravendb/list-force");
+    let first = holder.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    let shown = operator
+        .status(&key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("{key} shows free"));
+    assert_eq!(shown.token, first.token());
+    // The record changes before the operator confirms: released and taken again.
+    first.release().await.unwrap_or_else(|e| panic!("{e}"));
+    let second = holder.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    match operator.force_release(&key, shown.token).await {
+        Ok(ForceRelease::Changed { current: Some(now) }) => assert_eq!(now.token, second.token()),
+        other => panic!("a changed index must be refused, got {other:?}"),
+    }
+    let locks = operator.list(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    assert_eq!(locks[0].token, second.token());
+    assert!(matches!(&locks[0].holder, Holder::Distlock { owner, .. } if owner == holder.owner()));
+    assert_eq!(
+        operator.force_release(&key, second.token()).await.ok(),
+        Some(ForceRelease::Released)
+    );
+    assert_eq!(operator.status(&key).await.ok(), Some(None));
+    assert!(
+        operator.list(&key).await.is_ok_and(|l| l.is_empty()),
+        "a tombstone is listed"
+    );
+    // The forced release wrote the tombstone that the holder's own release of that
+    // token would have written: that release reads as done (a renewal would have
+    // found the lock lost).
+    second.release().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // A foreign value is shown with its index and freed by it, by a client that
+    // has never seen the key.
+    let foreign_key = format!("{key}-foreign");
+    let index = raw_index(
+        &raw(
+            &server,
+            reqwest::Method::PUT,
+            &format!("key={foreign_key}&index=0"),
+            r#"{"Object":"not a lock"}"#,
+        )
+        .await,
+    );
+    let info = operator
+        .status(&foreign_key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("{foreign_key} shows free"));
+    assert!(matches!(info.holder, Holder::Foreign { .. }), "{info:?}");
+    assert_eq!(info.token, index);
+    let fresh = LockClient::new(store(&server));
+    assert!(matches!(
+        fresh.force_release(&foreign_key, index + 1).await,
+        Ok(ForceRelease::Changed { current: Some(_) })
+    ));
+    let another = LockClient::new(store(&server));
+    assert_eq!(
+        another.force_release(&foreign_key, index).await.ok(),
+        Some(ForceRelease::Released)
+    );
+    assert_eq!(operator.status(&foreign_key).await.ok(), Some(None));
 }

@@ -15,6 +15,7 @@
 //!   ours.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -96,7 +97,8 @@ pub(super) async fn run(running: Running) {
             (jobs, due)
         };
         for job in jobs.into_iter().chain(due) {
-            tokio::spawn(run_job(Arc::clone(&engine), job));
+            let running = JobRunning::start(&engine);
+            tokio::spawn(run_job(Arc::clone(&engine), job, running));
         }
         if let Some(at) = engine.tend_sessions(now) {
             earliest(at);
@@ -125,7 +127,10 @@ pub(super) async fn run(running: Running) {
     }
 }
 
-async fn run_job(engine: Arc<Engine>, job: Job) {
+/// `running` counts the job until this future ends or is dropped (even unpolled,
+/// when the runtime shuts down).
+async fn run_job(engine: Arc<Engine>, job: Job, running: JobRunning) {
+    let _running = running;
     match job {
         Job::Release(lock, index, sent) => match delete_ours(&engine, &lock, index, sent).await {
             // The delete may have applied: go on as a cleanup (read back first).
@@ -134,6 +139,22 @@ async fn run_job(engine: Arc<Engine>, job: Job) {
             Ok(()) => {}
         },
         Job::Cleanup(lock) => cleanup(&engine, &lock).await,
+    }
+}
+
+/// A spawned background job, counted for [`Engine::is_idle`] while it lives.
+struct JobRunning(Arc<Engine>);
+
+impl JobRunning {
+    fn start(engine: &Arc<Engine>) -> Self {
+        engine.jobs_running.fetch_add(1, Ordering::AcqRel);
+        JobRunning(Arc::clone(engine))
+    }
+}
+
+impl Drop for JobRunning {
+    fn drop(&mut self) {
+        self.0.jobs_running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -69,7 +69,7 @@ impl Clock {
     }
 
     /// The real (Tokio) instant at which local time reaches `local`.
-    fn real(&self, local: Instant) -> Instant {
+    pub(crate) fn real(&self, local: Instant) -> Instant {
         if self.rate == 1.0 {
             return local;
         }

@@ -26,7 +26,7 @@ mod session;
 mod state;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -100,6 +100,8 @@ pub(crate) struct Engine {
     /// One lease grant at a time, so concurrent acquisitions share a session.
     granting: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// Background jobs (releases, cleanups) spawned and not yet finished.
+    jobs_running: AtomicUsize,
 }
 
 impl Engine {
@@ -123,6 +125,7 @@ impl Engine {
             sessions: Mutex::default(),
             granting: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
+            jobs_running: AtomicUsize::new(0),
         }
     }
 
@@ -167,6 +170,15 @@ impl Engine {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Nothing is left for the background task to finish: no lock held,
+    /// scheduled or being cleaned up, no job queued or running.
+    pub fn is_idle(&self) -> bool {
+        let work = self.work();
+        work.locks.is_empty()
+            && work.jobs.is_empty()
+            && self.jobs_running.load(Ordering::Acquire) == 0
     }
 
     fn is_closed(&self) -> bool {

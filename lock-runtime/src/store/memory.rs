@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
-    StoreError,
+    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, Listed, PutOutcome,
+    Record, StoreError, Stored,
 };
 
 /// An in-process compare-exchange store.
@@ -110,7 +110,7 @@ impl CompareExchange for MemoryStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_watch(true)
+        Capabilities::NONE.with_watch(true).with_listing(true)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -166,6 +166,30 @@ impl CompareExchange for MemoryStore {
         Ok(DeleteOutcome::Deleted)
     }
 
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let state = self.state();
+        let mut found: Vec<(&str, &Slot)> = state
+            .slots
+            .iter()
+            .filter(|(key, slot)| slot.entry.is_some() && key.starts_with(prefix))
+            .map(|(key, slot)| (&**key, slot))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Ok(found
+            .into_iter()
+            .take(limit)
+            .filter_map(|(key, slot)| {
+                Some(Listed {
+                    key: key.to_owned(),
+                    stored: Stored::Lock(entry_of(Some(slot))?),
+                })
+            })
+            .collect())
+    }
+
     async fn watch(&self, key: &str, seen: Option<u64>) -> Result<(), StoreError> {
         let notify = {
             let mut state = self.state();
@@ -214,5 +238,70 @@ impl Drop for Waiter<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(nonce: u64) -> Record {
+        Record {
+            owner: "o".into(),
+            nonce,
+            ttl_ms: 1000,
+            written_at_ms: 0,
+        }
+    }
+
+    async fn put(store: &MemoryStore, key: &str) -> u64 {
+        match store.put(key, &record(1), Expect::Absent, None).await {
+            Ok(PutOutcome::Swapped { index }) => index,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn keys(listed: &[Listed]) -> Vec<&str> {
+        listed.iter().map(|l| l.key.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn lists_held_keys_under_the_prefix_in_key_order_up_to_the_limit() {
+        let store = MemoryStore::new();
+        for key in ["b/2", "b/10", "b/1", "b", "ba", "a/1"] {
+            put(&store, key).await;
+        }
+        let released = put(&store, "b/3").await;
+        assert_eq!(
+            store.delete("b/3", released).await.ok(),
+            Some(DeleteOutcome::Deleted)
+        );
+        let listed = store.list("b/", 10).await.unwrap_or_default();
+        assert_eq!(keys(&listed), ["b/1", "b/10", "b/2"]);
+        for item in &listed {
+            let got = store.get(&item.key).await.ok().flatten();
+            assert_eq!(Some(&item.stored), got.map(Stored::Lock).as_ref());
+        }
+        let first = store.list("b/", 2).await.unwrap_or_default();
+        assert_eq!(keys(&first), ["b/1", "b/10"]);
+        assert!(store.list("b/", 0).await.unwrap_or_default().is_empty());
+        let all = store.list("", 100).await.unwrap_or_default();
+        assert_eq!(keys(&all), ["a/1", "b", "b/1", "b/10", "b/2", "ba"]);
+    }
+
+    #[tokio::test]
+    async fn a_watched_key_without_an_entry_is_not_listed() {
+        let store = MemoryStore::new();
+        let watching = {
+            let store = store.clone();
+            tokio::spawn(async move { store.watch("w", None).await })
+        };
+        // A watch of an absent key parks on a slot without an entry.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.state().slots.len(), 1, "the watch is not parked");
+        assert!(store.list("", 10).await.unwrap_or_default().is_empty());
+        watching.abort();
     }
 }

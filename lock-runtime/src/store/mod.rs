@@ -57,7 +57,19 @@
 //!   [`Capabilities::leases`] (`grant_lease`, `keep_alive`, `revoke_lease`; a
 //!   key put with a lease reports it in [`Entry::lease`] and vanishes when the
 //!   lease expires or is revoked). Without them the algorithm polls and takes
-//!   over abandoned locks by observation, which is correct, only slower.
+//!   over abandoned locks by observation, which is correct, only slower. A
+//!   third, [`Capabilities::listing`] (`list`), serves operator tools only.
+//! - **Inspection** (for operators; the lock algorithm never inspects or
+//!   lists): [`CompareExchange::inspect`] reads a key like `get` but reports a value
+//!   that is not a lock record as [`Stored::Foreign`] with its index, so that it
+//!   can be deleted by index; its default is `get`, with such a value an error.
+//!   [`CompareExchange::list`] (with [`Capabilities::listing`]) lists the keys
+//!   that start with a prefix, in key
+//!   order, at most `limit` of them (ask for one more than you show to know
+//!   whether there are more), each as a lock entry or a foreign value (one
+//!   such value never fails the listing); a released key is not listed.
+//!   [`CompareExchange::lease_time_to_live`] tells how long a lease has left
+//!   (etcd), without renewing it.
 //!
 //! Then run the conformance suite against a real server from your crate's
 //! tests: `distlock::testing::conformance` (feature `testing`) checks every
@@ -166,6 +178,53 @@ pub enum DeleteOutcome {
     },
 }
 
+/// What a key holds, as an operator sees it ([`CompareExchange::inspect`],
+/// [`CompareExchange::list`]): a lock entry, or a value that is not a
+/// distlock record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stored {
+    /// A distlock lock record.
+    Lock(Entry),
+    /// A value that is not a distlock lock record (written by someone else, or
+    /// damaged). A conditional delete at `index` removes it.
+    Foreign {
+        /// The index the store assigned to the write of that value.
+        index: u64,
+        /// Why it could not be read as a lock record.
+        reason: String,
+    },
+}
+
+impl Stored {
+    /// The index of the value (for a lock record, its fencing token).
+    pub fn index(&self) -> u64 {
+        match self {
+            Stored::Lock(entry) => entry.index,
+            Stored::Foreign { index, .. } => *index,
+        }
+    }
+
+    /// The lock entry, unless the value is foreign.
+    pub fn entry(&self) -> Option<&Entry> {
+        match self {
+            Stored::Lock(entry) => Some(entry),
+            Stored::Foreign { .. } => None,
+        }
+    }
+}
+
+/// One key found by [`CompareExchange::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The key as the lock API names it: without the store's own key prefix
+    /// (an etcd or RavenDB prefix). RavenDB lists keys lower-cased (its keys
+    /// are case-insensitive).
+    pub key: String,
+    /// What the key holds.
+    pub stored: Stored,
+}
+
 /// A server-side lease identifier (etcd lease ID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub i64);
@@ -220,6 +279,9 @@ pub struct Capabilities {
     /// client sets its own): a store where a poll is a cheap read can afford
     /// faster polling than the default.
     pub poll: Option<Backoff>,
+    /// [`CompareExchange::list`] is implemented (operator tools list the locks
+    /// under a prefix; the lock algorithm never lists).
+    pub listing: bool,
 }
 
 impl Capabilities {
@@ -229,6 +291,7 @@ impl Capabilities {
         watch: false,
         leases: false,
         poll: None,
+        listing: false,
     };
 
     /// Builder-style setter for [`Capabilities::watch`].
@@ -246,6 +309,12 @@ impl Capabilities {
     /// Builder-style setter for [`Capabilities::leases`].
     pub const fn with_leases(mut self, yes: bool) -> Self {
         self.leases = yes;
+        self
+    }
+
+    /// Builder-style setter for [`Capabilities::listing`].
+    pub const fn with_listing(mut self, yes: bool) -> Self {
+        self.listing = yes;
         self
     }
 }
@@ -352,6 +421,36 @@ pub trait CompareExchange: Send + Sync + fmt::Debug + 'static {
         let _ = lease;
         Err(StoreError::Unsupported("leases"))
     }
+
+    /// Reads `key` for an operator: like [`CompareExchange::get`], but a value
+    /// that is not a lock record is [`Stored::Foreign`] with its index instead
+    /// of an error. The default is `get` (a foreign value then stays
+    /// [`StoreError::Foreign`], since `get` gives no index).
+    async fn inspect(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        Ok(self.get(key).await?.map(Stored::Lock))
+    }
+
+    /// Lists the keys that start with `prefix` (every key for `""`), for a
+    /// store with [`Capabilities::listing`]: in key order (byte order of the
+    /// key; RavenDB: of the lower-cased key), at most `limit` of them (none for
+    /// 0). A result of `limit` items may have been cut short: ask for one
+    /// more than you need to know. Each item is a lock entry or
+    /// [`Stored::Foreign`] (one such value does not fail the listing); a
+    /// released key is not listed. Each item was current at some instant of
+    /// the call; the listing is a snapshot only where the backend reads it in
+    /// one request (memory, etcd).
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        let _ = (prefix, limit);
+        Err(StoreError::Unsupported("listing"))
+    }
+
+    /// How long `lease` has left, without renewing it (`Ok(None)`: the lease
+    /// no longer exists). Optional even with [`Capabilities::leases`]: the
+    /// default answers [`StoreError::Unsupported`].
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        let _ = lease;
+        Err(StoreError::Unsupported("lease time to live"))
+    }
 }
 
 #[async_trait]
@@ -388,5 +487,14 @@ impl<S: CompareExchange + ?Sized> CompareExchange for Arc<S> {
     }
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         (**self).revoke_lease(lease).await
+    }
+    async fn inspect(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        (**self).inspect(key).await
+    }
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        (**self).list(prefix, limit).await
+    }
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        (**self).lease_time_to_live(lease).await
     }
 }

@@ -21,7 +21,8 @@
 //!
 //! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
 //! // Every "connection" is a clone of one in-memory store, so clients contend.
-//! let backend = Backend::shared("memory", Capabilities::NONE.with_watch(true), MemoryStore::new());
+//! let caps = Capabilities::NONE.with_watch(true).with_listing(true);
+//! let backend = Backend::shared("memory", caps, MemoryStore::new());
 //! let report = conformance::run_all(&backend).await?;
 //! assert!(report.skipped().contains(&"lease_contract"));
 //! # Ok::<(), conformance::Failure>(())
@@ -41,8 +42,8 @@ use tokio::time::{Instant, sleep, timeout};
 use super::faults::{Faults, SkewedClock};
 use super::observer::Observer;
 use crate::store::{
-    BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, PutOutcome, Record,
-    StoreError,
+    BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, Listed, PutOutcome,
+    Record, StoreError, Stored,
 };
 use crate::{LockClient, LockClientBuilder, LockError, LockOptions, LostReason, MAX_KEY_LEN, Wait};
 
@@ -95,7 +96,8 @@ impl Backend {
     /// use distlock::testing::conformance::Backend;
     ///
     /// let shared = MemoryStore::new();
-    /// let backend = Backend::new("memory", Capabilities::NONE.with_watch(true), move || {
+    /// let caps = Capabilities::NONE.with_watch(true).with_listing(true);
+    /// let backend = Backend::new("memory", caps, move || {
     ///     let store = shared.clone(); // a real backend would connect here
     ///     async move { Ok::<_, StoreError>(store) }
     /// });
@@ -294,11 +296,12 @@ impl Report {
 }
 
 /// Every check, in the order [`run_all`] runs them.
-pub const CHECKS: [&str; 11] = [
+pub const CHECKS: [&str; 12] = [
     "capabilities_as_declared",
     "store_contract",
     "watch_contract",
     "lease_contract",
+    "listing_contract",
     "bad_input_gets_typed_errors",
     "never_two_holders",
     "stale_holder_cannot_release_or_renew",
@@ -314,7 +317,8 @@ pub const CHECKS: [&str; 11] = [
 /// [`never_two_holders`] runs with [`Backend::contention`]'s sizes,
 /// [`skewed_wall_clocks_change_nothing`] with 20 cycles per client;
 /// [`watch_contract`] runs only for a store with `watch`, [`lease_contract`]
-/// only for one with `leases`.
+/// only for one with `leases`, [`listing_contract`] only for one with
+/// `listing`.
 pub async fn run_all(backend: &Backend) -> Result<Report, Failure> {
     let mut report = Report::default();
     let expect = backend.expect;
@@ -333,6 +337,12 @@ pub async fn run_all(backend: &Backend) -> Result<Report, Failure> {
         report.passed.push("lease_contract");
     } else {
         report.skipped.push("lease_contract");
+    }
+    if expect.listing {
+        listing_contract(backend).await?;
+        report.passed.push("listing_contract");
+    } else {
+        report.skipped.push("listing_contract");
     }
     bad_input_gets_typed_errors(backend).await?;
     report.passed.push("bad_input_gets_typed_errors");
@@ -495,8 +505,9 @@ async fn join_all<T: 'static>(
 
 /// The store reports the capabilities it was declared with
 /// ([`Backend::new`]'s `expect`): [`Capabilities::watch`] and
-/// [`Capabilities::leases`] decide how the engine waits and renews, so a store
-/// that reports one it does not implement (or hides one it does) is wrong
+/// [`Capabilities::leases`] decide how the engine waits and renews (and
+/// [`Capabilities::listing`] what operator tools can do), so a store that
+/// reports one it does not implement (or hides one it does) is wrong
 /// about itself.
 pub async fn capabilities_as_declared(backend: &Backend) -> Result<(), Failure> {
     let check = Check::new(backend, "capabilities_as_declared");
@@ -506,12 +517,20 @@ pub async fn capabilities_as_declared(backend: &Backend) -> Result<(), Failure> 
             let has = store.capabilities();
             let expect = backend.expect;
             check.ensure(
-                has.watch == expect.watch && has.leases == expect.leases,
+                has.watch == expect.watch
+                    && has.leases == expect.leases
+                    && has.listing == expect.listing,
                 || {
                     format!(
-                        "the store reports watch: {}, leases: {}, but was declared with watch: {}, \
-                     leases: {} (declare what the store implements)",
-                        has.watch, has.leases, expect.watch, expect.leases
+                        "the store reports watch: {}, leases: {}, listing: {}, but was declared \
+                         with watch: {}, leases: {}, listing: {} (declare what the store \
+                         implements)",
+                        has.watch,
+                        has.leases,
+                        has.listing,
+                        expect.watch,
+                        expect.leases,
+                        expect.listing
                     )
                 },
             )
@@ -771,6 +790,124 @@ pub async fn lease_contract(backend: &Backend) -> Result<(), Failure> {
                     )));
                 }
                 sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// [`CompareExchange::list`] and [`CompareExchange::inspect`], for a store
+/// with [`Capabilities::listing`]: under a unique prefix `P/`, keys held,
+/// rewritten and released, next to sibling keys that start with `P` but not
+/// with `P/`. Listing `P/` gives exactly the held keys (a released key is
+/// not listed), in key order, each with the entry a read gives (record and
+/// index); `limit` cuts the listing to its first keys (none for 0); listing
+/// `P` gives the siblings too, in key order; a prefix with no key under it
+/// lists nothing. `inspect` agrees with `get` (a released key is `None`).
+pub async fn listing_contract(backend: &Backend) -> Result<(), Failure> {
+    let mut check = Check::new(backend, "listing_contract");
+    let base = check.key();
+    check
+        .limited(async {
+            let store = backend.store().await?;
+            let prefix = format!("{base}/");
+            let under = |name: &str| format!("{prefix}{name}");
+            // Siblings: `-` sorts before `/`, `0` after it.
+            let siblings = [format!("{base}-sibling"), format!("{base}0/x")];
+            let mut written = Vec::new();
+            for (nonce, key) in (1..).zip(
+                ["d", "a", "b", "c", "e"]
+                    .into_iter()
+                    .map(under)
+                    .chain(siblings.iter().cloned()),
+            ) {
+                let index = check.swapped(
+                    &format!("put if absent on {key}"),
+                    store.put(&key, &record("a", nonce), Expect::Absent, None).await,
+                )?;
+                written.push((key, index));
+            }
+            // `b` is released, `d` rewritten (a renewal: a new index).
+            let index_of_key = |name: &str| {
+                written
+                    .iter()
+                    .find(|(key, _)| *key == under(name))
+                    .map_or(0, |(_, index)| *index)
+            };
+            let deleted = check.ok("delete", store.delete(&under("b"), index_of_key("b")).await)?;
+            check.ensure(deleted == DeleteOutcome::Deleted, || {
+                format!("a delete on the current index must delete, got {deleted:?}")
+            })?;
+            check.swapped(
+                "a put on the current index",
+                store
+                    .put(
+                        &under("d"),
+                        &record("a", 99),
+                        Expect::Index(index_of_key("d")),
+                        None,
+                    )
+                    .await,
+            )?;
+
+            let held: Vec<String> = ["a", "c", "d", "e"].into_iter().map(under).collect();
+            let mut expected = Vec::new();
+            for key in &held {
+                let entry = check.ok("get", store.get(key).await)?;
+                let Some(entry) = entry else {
+                    return Err(check.fail(format!("{key} was written and reads as absent")));
+                };
+                expected.push(Listed {
+                    key: key.clone(),
+                    stored: Stored::Lock(entry),
+                });
+            }
+            let listed = check.ok("list", store.list(&prefix, 100).await)?;
+            check.ensure(listed == expected, || {
+                format!(
+                    "listing {prefix:?} must give exactly the held keys under it, in key order, \
+                     each with the entry a read gives (a released key and the siblings {siblings:?} \
+                     not at all): expected {expected:?}, got {listed:?}"
+                )
+            })?;
+            let first = check.ok("list", store.list(&prefix, 2).await)?;
+            check.ensure(first[..] == expected[..2], || {
+                format!(
+                    "listing with limit 2 must give the first two keys, {:?}, got {first:?}",
+                    &expected[..2]
+                )
+            })?;
+            let none = check.ok("list", store.list(&prefix, 0).await)?;
+            check.ensure(none.is_empty(), || {
+                format!("listing with limit 0 must give nothing, got {none:?}")
+            })?;
+            let empty = check.ok("list", store.list(&format!("{prefix}none/"), 10).await)?;
+            check.ensure(empty.is_empty(), || {
+                format!("a prefix with no key under it must list nothing, got {empty:?}")
+            })?;
+            let wide = check.ok("list", store.list(&base, 100).await)?;
+            let keys: Vec<&str> = wide.iter().map(|l| l.key.as_str()).collect();
+            let mut want: Vec<&str> = held.iter().map(String::as_str).collect();
+            want.insert(0, &siblings[0]);
+            want.push(&siblings[1]);
+            check.ensure(keys == want, || {
+                format!("listing {base:?} must give {want:?} in key order, got {keys:?}")
+            })?;
+
+            let inspected = check.ok("inspect", store.inspect(&held[0]).await)?;
+            check.ensure(inspected.as_ref() == Some(&expected[0].stored), || {
+                format!(
+                    "inspect must give what get gives ({:?}), got {inspected:?}",
+                    expected[0].stored
+                )
+            })?;
+            let released = check.ok("inspect", store.inspect(&under("b")).await)?;
+            check.ensure(released.is_none(), || {
+                format!("a released key must inspect as None, got {released:?}")
+            })?;
+
+            for listed in wide {
+                let _ = store.delete(&listed.key, listed.stored.index()).await;
             }
             Ok(())
         })

@@ -19,8 +19,8 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::WallClock;
 use crate::store::{
-    BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
-    Record, StoreError,
+    BoxError, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, Listed,
+    PutOutcome, Record, StoreError, Stored,
 };
 
 /// One kind of store call, for the per-kind switches and counts of [`Faults`].
@@ -40,11 +40,20 @@ pub enum Op {
     KeepAlive,
     /// [`CompareExchange::revoke_lease`].
     RevokeLease,
+    /// [`CompareExchange::inspect`].
+    Inspect,
+    /// [`CompareExchange::list`].
+    List,
+    /// [`CompareExchange::lease_time_to_live`].
+    LeaseTimeToLive,
 }
+
+/// How many kinds of call there are.
+const KINDS: usize = 10;
 
 impl Op {
     /// Every kind of call.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; KINDS] = [
         Op::Get,
         Op::Put,
         Op::Delete,
@@ -52,6 +61,9 @@ impl Op {
         Op::GrantLease,
         Op::KeepAlive,
         Op::RevokeLease,
+        Op::Inspect,
+        Op::List,
+        Op::LeaseTimeToLive,
     ];
 
     fn slot(self) -> usize {
@@ -63,7 +75,7 @@ impl Op {
 /// failed), from [`Faults::calls`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Calls {
-    counts: [u64; 7],
+    counts: [u64; KINDS],
 }
 
 impl Calls {
@@ -86,11 +98,11 @@ struct Plan {
     /// After this many more calls of this kind, the link is cut.
     cut_after: Option<(Op, u32)>,
     /// The next this many answers of each kind are lost after the call was applied.
-    lose_answers: [u32; 7],
+    lose_answers: [u32; KINDS],
     /// The next put is applied at this instant, after its caller gave up.
     late_put: Option<Instant>,
     /// Time each kind of call takes before it is applied.
-    delays: [Duration; 7],
+    delays: [Duration; KINDS],
     /// How long a lost request (or a lost answer) takes to fail.
     no_answer_after: Duration,
     /// After this many calls in all, every call fails with a non-transient error.
@@ -102,7 +114,7 @@ struct Plan {
 #[derive(Debug, Default)]
 struct Shared {
     plan: Mutex<Plan>,
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; KINDS],
 }
 
 /// What the wrapper does with one call.
@@ -278,7 +290,7 @@ impl<S: CompareExchange + ?Sized> Faults<S> {
 
     /// Every call of any kind waits `delay` before it is applied.
     pub fn delay_all(&self, delay: Duration) {
-        self.plan().delays = [delay; 7];
+        self.plan().delays = [delay; KINDS];
     }
 
     /// How long a lost request or a lost answer takes to fail (a client-side
@@ -504,6 +516,25 @@ impl<S: CompareExchange + ?Sized> CompareExchange for Faults<S> {
         self.run(Op::RevokeLease, self.inner.revoke_lease(lease))
             .await
     }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        self.run(Op::Inspect, self.inner.inspect(key)).await
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        if self.hidden(|c| c.listing) {
+            return Err(StoreError::Unsupported("listing"));
+        }
+        self.run(Op::List, self.inner.list(prefix, limit)).await
+    }
+
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        if self.hidden(|c| c.leases) {
+            return Err(StoreError::Unsupported("leases"));
+        }
+        self.run(Op::LeaseTimeToLive, self.inner.lease_time_to_live(lease))
+            .await
+    }
 }
 
 /// A wall clock that is off by `offset`, ahead or behind: the lock must not
@@ -678,6 +709,24 @@ mod tests {
             matches!(grant, Err(StoreError::Unsupported(_))),
             "{grant:?}"
         );
+        let list = link.list("", 10).await;
+        assert!(matches!(list, Err(StoreError::Unsupported(_))), "{list:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn listing_is_forwarded_counted_and_cut() {
+        let (store, link) = link();
+        let _ = store.put("a/1", &record(1), Expect::Absent, None).await;
+        let listed = link.list("a/", 10).await.unwrap_or_default();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "a/1");
+        let inspected = link.inspect("a/1").await.ok().flatten();
+        assert_eq!(inspected.map(|s| s.index()), Some(listed[0].stored.index()));
+        assert_eq!(link.calls().of(Op::List), 1);
+        assert_eq!(link.calls().of(Op::Inspect), 1);
+        link.cut();
+        assert!(transient(&link.list("a/", 10).await));
+        assert!(transient(&link.inspect("a/1").await));
     }
 
     #[tokio::test(start_paused = true)]

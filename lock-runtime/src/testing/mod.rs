@@ -31,7 +31,8 @@
 //! async fn my_store_passes_the_conformance_suite() {
 //!     let server = MemoryStore::new(); // your server's address, say
 //!     // Each call opens a new connection: one per simulated service instance.
-//!     let backend = Backend::new("mystore", Capabilities::NONE.with_watch(true), move || {
+//!     let caps = Capabilities::NONE.with_watch(true).with_listing(true);
+//!     let backend = Backend::new("mystore", caps, move || {
 //!         let store = server.clone(); // `MyStore::connect(&address)`
 //!         async move { Ok::<_, StoreError>(store) }
 //!     });

@@ -121,6 +121,25 @@ impl Default for EtcdStoreBuilder {
 }
 
 impl EtcdStoreBuilder {
+    /// Gives the user named in the URL (`etcd://user@host:port`) its password,
+    /// read from somewhere safer than the URL (a file, the environment).
+    /// Refuses, with what to write instead, when the URL named no user or
+    /// already had a password.
+    pub(crate) fn with_password(mut self, password: String) -> Result<Self, &'static str> {
+        match &mut self.credentials {
+            None => {
+                Err("a password was given but the URL names no user: write etcd://USER@host:port")
+            }
+            Some(credentials) if !credentials.password.expose().is_empty() => Err(
+                "the URL already has a password: give it in one place only (preferably not the URL)",
+            ),
+            Some(credentials) => {
+                credentials.password = Secret::new(password);
+                Ok(self)
+            }
+        }
+    }
+
     /// Adds one endpoint, `http://host:port` (or `https://` with TLS). Requests go to the
     /// first endpoint that answers, in the order given, and move on when one fails.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {

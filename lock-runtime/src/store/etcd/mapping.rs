@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 
 use super::EtcdStore;
 use super::error::{BACKEND, EtcdError};
 use crate::store::{
-    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome, Record,
-    StoreError,
+    Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, Listed, PutOutcome,
+    Record, StoreError, Stored,
 };
 
 #[async_trait]
@@ -20,7 +22,10 @@ impl CompareExchange for EtcdStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_watch(true).with_leases(true)
+        Capabilities::NONE
+            .with_watch(true)
+            .with_leases(true)
+            .with_listing(true)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -188,6 +193,70 @@ impl CompareExchange for EtcdStore {
         }
     }
 
+    async fn inspect(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let key = self.full_key(key);
+        let (response, _) = self
+            .with_failover(false, |mut client| {
+                let key = key.clone();
+                async move { Ok(client.get(key, None).await?) }
+            })
+            .await?;
+        response.kvs().first().map(|kv| self.stored(kv)).transpose()
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        if limit == 0 {
+            // etcd reads a limit of 0 as no limit.
+            return Ok(Vec::new());
+        }
+        let start = self.full_key(prefix);
+        // One range request: every key that starts with the full prefix (every key
+        // when both prefixes are empty), in key order, at most `limit` of them.
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let (response, _) = self
+            .with_failover(false, |mut client| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { Ok(client.get(start, Some(options)).await?) }
+            })
+            .await?;
+        let store_prefix = self.prefix().as_bytes();
+        let mut listed = Vec::with_capacity(response.kvs().len().min(limit));
+        for kv in response.kvs().iter().take(limit) {
+            // Only keys under our prefix are asked for; anything else is skipped.
+            let Some(key) = kv.key().strip_prefix(store_prefix) else {
+                continue;
+            };
+            let stored = match std::str::from_utf8(key) {
+                Ok(_) => self.stored(kv)?,
+                Err(_) => Stored::Foreign {
+                    index: self.index_of(kv)?,
+                    reason: "the key is not UTF-8 (not a distlock lock key)".into(),
+                },
+            };
+            listed.push(Listed {
+                key: String::from_utf8_lossy(key).into_owned(),
+                stored,
+            });
+        }
+        Ok(listed)
+    }
+
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        let result = self
+            .with_failover(false, |mut client| async move {
+                Ok(client.lease_time_to_live(lease.0, None).await?)
+            })
+            .await;
+        match result {
+            // etcd answers -1 for a lease it no longer has (older ones: "not found").
+            Ok((response, _)) => Ok(u64::try_from(response.ttl()).ok().map(Duration::from_secs)),
+            Err(error) if lease_not_found(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         self.forget_keep_alive(lease.0).await;
         let result = self
@@ -211,13 +280,31 @@ impl EtcdStore {
             serde_json::from_slice(kv.value()).map_err(|e| StoreError::Foreign {
                 reason: format!("{e}"),
             })?;
-        let index = u64::try_from(kv.mod_revision())
-            .map_err(|_| self.bad_answer(format!("negative mod_revision {}", kv.mod_revision())))?;
+        let index = self.index_of(kv)?;
         Ok(Entry {
             record,
             index,
             lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
         })
+    }
+
+    /// The index of a stored value: its `mod_revision`.
+    fn index_of(&self, kv: &KeyValue) -> Result<u64, StoreError> {
+        u64::try_from(kv.mod_revision())
+            .map_err(|_| self.bad_answer(format!("negative mod_revision {}", kv.mod_revision())))
+    }
+
+    /// A stored value as an operator sees it: a lock entry, or a foreign value with
+    /// its index.
+    fn stored(&self, kv: &KeyValue) -> Result<Stored, StoreError> {
+        match self.decode(kv) {
+            Ok(entry) => Ok(Stored::Lock(entry)),
+            Err(StoreError::Foreign { reason }) => Ok(Stored::Foreign {
+                index: self.index_of(kv)?,
+                reason,
+            }),
+            Err(error) => Err(error),
+        }
     }
 
     /// The entry in the failure branch of a txn (a range of the key).

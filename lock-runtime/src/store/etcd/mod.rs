@@ -13,6 +13,10 @@
 //!   Every watch of one store shares one etcd watch stream (each gets its own watch id
 //!   on it; a dropped watch future cancels its id): 10,000 held locks are one stream.
 //!   When that stream breaks, its watches fail and the next one opens elsewhere.
+//! - [`CompareExchange::list`](crate::store::CompareExchange::list) is one range
+//!   request over the keys under the store's prefix and the given one, in key order,
+//!   with etcd's limit; [`CompareExchange::lease_time_to_live`](crate::store::CompareExchange::lease_time_to_live)
+//!   is etcd's `LeaseTimeToLive`.
 //! - Server leases: grant, keep-alive over one long-lived stream per lease (the lock
 //!   client uses one lease for all its locks, so renewal traffic does not grow with the
 //!   number of held locks; a broken stream is reopened on the next call), revoke.

@@ -14,12 +14,17 @@ use serde_json::Value;
 use super::transport::{BACKEND, Inner, RavenDbStore};
 use crate::store::net::classify::backend;
 use crate::store::{
-    Backoff, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, PutOutcome,
-    Record, StoreError,
+    Backoff, Capabilities, CompareExchange, DeleteOutcome, Entry, Expect, LeaseId, Listed,
+    PutOutcome, Record, StoreError, Stored,
 };
 
 /// Put-if-absent retries when the key's tombstone keeps moving.
 const MAX_TOMBSTONE_RETRIES: usize = 4;
+/// Items per listing request (records are small; a page stays far below the
+/// answer size limit unless foreign values are large).
+const LIST_PAGE: usize = 256;
+/// Listing requests per `list` call at most (tombstones are read and skipped).
+const MAX_LIST_PAGES: usize = 4096;
 
 /// What a compare-exchange item holds.
 #[derive(Debug)]
@@ -151,6 +156,31 @@ pub(super) fn decode_item(value: &Value, index: u64) -> Result<Item, StoreError>
     }))
 }
 
+/// An item as an operator sees it: `None` for a tombstone (a free key), a
+/// value that is not a lock record as [`Stored::Foreign`] with its index.
+pub(super) fn stored_item(value: &Value, index: u64) -> Option<Stored> {
+    match decode_item(value, index) {
+        Ok(Item::Lock(entry)) => Some(Stored::Lock(entry)),
+        Ok(Item::Tombstone { .. }) => None,
+        Err(StoreError::Foreign { reason }) => Some(Stored::Foreign { index, reason }),
+        Err(other) => Some(Stored::Foreign {
+            index,
+            reason: other.to_string(),
+        }),
+    }
+}
+
+/// `listed`, a key as the server lists it (lower-cased), as the lock API names
+/// it: without the store's key prefix (compared case-insensitively). `None` for
+/// a key not under the prefix.
+pub(super) fn user_key(store_prefix: &str, listed: &str) -> Option<String> {
+    if let Some(rest) = listed.strip_prefix(store_prefix) {
+        return Some(rest.to_owned());
+    }
+    let lowered = store_prefix.to_lowercase();
+    listed.strip_prefix(lowered.as_str()).map(str::to_owned)
+}
+
 /// [`decode_item`], with `null` (no item) as `None`.
 pub(super) fn decode_item_or_none(value: &Value, index: u64) -> Result<Option<Item>, StoreError> {
     if value.is_null() {
@@ -254,10 +284,60 @@ impl CompareExchange for RavenDbStore {
     fn capabilities(&self) -> Capabilities {
         // Waiters poll with reads (no Raft write) while the lock is held, so
         // they can afford to poll fast: 1 ms doubling to 8 ms.
-        Capabilities::NONE.with_poll(Backoff {
-            min: Duration::from_millis(1),
-            max: Duration::from_millis(8),
-        })
+        Capabilities::NONE
+            .with_poll(Backoff {
+                min: Duration::from_millis(1),
+                max: Duration::from_millis(8),
+            })
+            .with_listing(true)
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let inner = &self.inner;
+        let key = inner.full_key(key)?;
+        let Some((index, value)) = inner.get_item(&key).await? else {
+            return Ok(None);
+        };
+        let stored = stored_item(&value, index);
+        inner.remember(&key, stored.is_none().then_some(index));
+        Ok(stored)
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        let inner = &self.inner;
+        let full = format!("{}{}", inner.prefix, prefix);
+        let mut listed: Vec<Listed> = Vec::new();
+        // The first page asks for no more than needed; later ones (after
+        // tombstones or foreign keys took room) for full pages.
+        let mut page = limit.clamp(1, LIST_PAGE);
+        let mut start = 0;
+        for _ in 0..MAX_LIST_PAGES {
+            if listed.len() >= limit {
+                break;
+            }
+            let items = inner.list_page(&full, start, page).await?;
+            let read = items.len();
+            for item in items {
+                let Some(key) = user_key(&inner.prefix, &item.key) else {
+                    continue;
+                };
+                // Pages are separate reads: a key written between two of them can
+                // shift the next page and show an item again. Keys come in order.
+                if listed.last().is_some_and(|last| last.key >= key) {
+                    continue;
+                }
+                if let Some(stored) = stored_item(&item.value, item.index) {
+                    listed.push(Listed { key, stored });
+                }
+            }
+            if read < page {
+                break;
+            }
+            start += read;
+            page = LIST_PAGE;
+        }
+        listed.truncate(limit);
+        Ok(listed)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -365,16 +445,20 @@ impl CompareExchange for RavenDbStore {
         let inner = &self.inner;
         let key = inner.full_key(key)?;
         if inner.known(&key).is_none() {
-            match inner.read(&key).await? {
-                Some(Item::Lock(entry)) if entry.index == index => {}
-                Some(Item::Lock(entry)) => {
+            // A foreign value at exactly `index` is released too (an operator's
+            // forced release of a value that is not a lock record).
+            match inner.get_item(&key).await?.map(|(at, value)| {
+                let stored = stored_item(&value, at);
+                inner.remember(&key, stored.is_none().then_some(at));
+                stored
+            }) {
+                Some(Some(stored)) if stored.index() == index => {}
+                Some(Some(Stored::Lock(entry))) => {
                     return Ok(DeleteOutcome::Conflict {
                         current: Some(entry),
                     });
                 }
-                Some(Item::Tombstone { .. }) | None => {
-                    return Ok(DeleteOutcome::Conflict { current: None });
-                }
+                _ => return Ok(DeleteOutcome::Conflict { current: None }),
             }
         }
         let released_at = now_ms();
@@ -460,6 +544,39 @@ mod tests {
         ] {
             assert!(
                 matches!(decode_record(&foreign), Err(StoreError::Foreign { .. })),
+                "{foreign}"
+            );
+        }
+    }
+
+    #[test]
+    fn listed_keys_lose_the_store_prefix_in_any_case() {
+        assert_eq!(user_key("", "a/b").as_deref(), Some("a/b"));
+        assert_eq!(user_key("app/", "app/a").as_deref(), Some("a"));
+        // 4.1 lists keys lower-cased.
+        assert_eq!(
+            user_key("MyApp/", "myapp/orders/1").as_deref(),
+            Some("orders/1")
+        );
+        assert_eq!(user_key("app/", "other/a"), None);
+    }
+
+    #[test]
+    fn listed_items_are_locks_foreign_values_or_free() {
+        let record =
+            json!({"Object": {"owner": "o", "nonce": "1", "ttl_ms": 1, "written_at_ms": 2}});
+        assert!(matches!(
+            stored_item(&record, 5),
+            Some(Stored::Lock(Entry { index: 5, .. }))
+        ));
+        let tombstone = json!({"Object": {"released": true, "previous_index": 4}});
+        assert_eq!(stored_item(&tombstone, 6), None);
+        for foreign in [json!({"Object": 42}), json!({"Other": 1}), json!("text")] {
+            assert!(
+                matches!(
+                    stored_item(&foreign, 7),
+                    Some(Stored::Foreign { index: 7, .. })
+                ),
                 "{foreign}"
             );
         }

@@ -32,7 +32,10 @@
 //! had seen it would be created again by a 4.1 server.
 //!
 //! Keys are case-insensitive on the server: `Orders/1` and `orders/1` are the
-//! same lock (more exclusion, never less).
+//! same lock (more exclusion, never less). A listing
+//! ([`CompareExchange::list`](super::CompareExchange::list), pages of
+//! `GET /cmpxchg?startsWith=`) gives the keys lower-cased, as 4.1 does, in
+//! that order; tombstones are free keys and are not listed.
 //!
 //! Failover: several node URLs; each request has a timeout and moves to the next
 //! node on a connection failure, a timeout or a 503, starting from the node that

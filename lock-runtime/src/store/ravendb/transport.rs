@@ -156,6 +156,17 @@ struct WriteAnswer {
     value: Value,
 }
 
+/// One item of a compare-exchange listing (`GET /cmpxchg?startsWith=..`): its
+/// key (lower-cased by the server), index and value.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct ListedItem {
+    pub(super) key: String,
+    pub(super) index: u64,
+    #[serde(default)]
+    pub(super) value: Value,
+}
+
 /// The answer to a compare-exchange GET or listing: its `Results`, each read on
 /// its own (see [`ReadResult`]).
 #[derive(Deserialize)]
@@ -306,6 +317,38 @@ impl Inner {
         let result = ReadResult::deserialize(&result)
             .map_err(|e| self.bad_answer(&answer, format!("unusable result ({e})")))?;
         Ok((!result.value.is_null()).then_some((result.index, result.value)))
+    }
+
+    /// One page of the compare-exchange items whose key starts with `prefix` (the
+    /// full key prefix, case-insensitive on the server), from position `start` in
+    /// the server's key order (lower-cased keys), at most `page` of them.
+    pub(super) async fn list_page(
+        &self,
+        prefix: &str,
+        start: usize,
+        page: usize,
+    ) -> Result<Vec<ListedItem>, StoreError> {
+        if prefix.chars().any(char::is_control) {
+            return Err(self.invalid_key("contains control characters"));
+        }
+        let path = format!(
+            "/databases/{}/cmpxchg?startsWith={}&start={start}&pageSize={page}",
+            utf8_percent_encode(&self.database, QUERY),
+            utf8_percent_encode(prefix, QUERY)
+        );
+        let answer = self.send(Method::GET, &path, None).await?;
+        match answer.status {
+            StatusCode::NOT_FOUND if answer.body.is_empty() => return Ok(Vec::new()),
+            StatusCode::OK => {}
+            _ => return Err(self.error_answer(&answer)),
+        }
+        self.results(&answer)?
+            .into_iter()
+            .map(|result| {
+                ListedItem::deserialize(&result)
+                    .map_err(|e| self.bad_answer(&answer, format!("unusable listing item ({e})")))
+            })
+            .collect()
     }
 
     /// The `Results` of a GET or listing answer (each still to be read).

@@ -1,0 +1,318 @@
+//! The operator commands: `status`, `list`, `release --force` and `hold`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, SystemTime};
+
+use distlock::{ForceRelease, Holder, IfLocked, LockInfo, LockOptions};
+use serde_json::{Value, json};
+
+use crate::exit::{EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, fail, for_error, signalled};
+use crate::signals::{self, Signals};
+use crate::{HoldArgs, ListArgs, ReleaseArgs, StatusArgs, backend, waiting};
+
+/// Who holds a lock, in a few words (the spinner, `status`).
+pub fn holder_text(info: &LockInfo) -> String {
+    match &info.holder {
+        Holder::Distlock { owner, .. } => owner.clone(),
+        Holder::Foreign { .. } => "a foreign holder (a value distlock did not write)".to_owned(),
+        _ => "an unknown holder".to_owned(),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, millis)
+}
+
+/// A lock as JSON (the fields `status --json` documents).
+fn info_json(info: &LockInfo) -> Value {
+    let mut value = json!({
+        "key": info.key,
+        "state": "held",
+        "token": info.token,
+        "lease": info.lease.map(|lease| lease.0),
+        "lease_remaining_ms": info.lease_remaining.map(millis),
+    });
+    match &info.holder {
+        Holder::Distlock {
+            owner,
+            ttl,
+            written_at,
+        } => {
+            value["owner"] = json!(owner);
+            value["foreign"] = json!(false);
+            value["ttl_ms"] = json!(millis(*ttl));
+            value["written_at_ms"] = json!(unix_millis(*written_at));
+            value["age_ms"] = json!(
+                SystemTime::now()
+                    .duration_since(*written_at)
+                    .map_or(0, millis)
+            );
+        }
+        Holder::Foreign { reason } => {
+            value["owner"] = Value::Null;
+            value["foreign"] = json!(true);
+            value["foreign_reason"] = json!(reason);
+        }
+        _ => {}
+    }
+    value
+}
+
+fn free_json(key: &str) -> Value {
+    json!({ "key": key, "state": "free" })
+}
+
+/// A lock as text, one field per line after the first.
+fn info_text(info: &LockInfo) -> String {
+    let mut text = format!(
+        "{}: held by {}\n  token:   {}",
+        info.key,
+        holder_text(info),
+        info.token
+    );
+    match &info.holder {
+        Holder::Distlock {
+            ttl, written_at, ..
+        } => {
+            let ago = SystemTime::now()
+                .duration_since(*written_at)
+                .map_or(Duration::ZERO, |d| Duration::from_secs(d.as_secs()));
+            text += &format!(
+                "\n  ttl:     {}\n  written: {} ({} ago, by the holder's clock; renewals rewrite it)",
+                humantime::format_duration(*ttl),
+                humantime::format_rfc3339_seconds(*written_at),
+                humantime::format_duration(ago),
+            );
+        }
+        Holder::Foreign { reason } => {
+            text += &format!(
+                "\n  value:   not a distlock record ({reason}); distlock waits for it and takes \
+                 it over only once it stayed unchanged for its foreign ttl"
+            );
+        }
+        _ => {}
+    }
+    if let Some(lease) = info.lease {
+        text += &format!("\n  lease:   {}", lease.0);
+        if let Some(left) = info.lease_remaining {
+            text += &format!(
+                ", expires in {} unless renewed",
+                humantime::format_duration(left)
+            );
+        }
+        text += " (the server deletes the key when it expires)";
+    }
+    text
+}
+
+fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+/// `distlock status KEY`.
+pub async fn status(args: StatusArgs) -> u8 {
+    let client = match backend::connect(&args.backend) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.status(&args.key).await {
+        Ok(Some(info)) if args.json => print_json(&info_json(&info)),
+        Ok(Some(info)) => println!("{}", info_text(&info)),
+        Ok(None) if args.json => print_json(&free_json(&args.key)),
+        Ok(None) => println!("{}: free", args.key),
+        Err(error) => return fail(for_error(&error, EX_UNAVAILABLE), error),
+    }
+    0
+}
+
+/// `distlock list [PREFIX]`.
+pub async fn list(args: ListArgs) -> u8 {
+    let client = match backend::connect(&args.backend) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let locks = match client.list(&args.prefix).await {
+        Ok(locks) => locks,
+        Err(error) => return fail(for_error(&error, EX_UNAVAILABLE), error),
+    };
+    if args.json {
+        print_json(&Value::Array(locks.iter().map(info_json).collect()));
+    } else if locks.is_empty() {
+        println!("no lock held under {:?}", args.prefix);
+    } else {
+        for info in &locks {
+            println!("{}", info_text(info));
+        }
+    }
+    0
+}
+
+/// `distlock release --force KEY [--token N]`.
+pub async fn release(args: ReleaseArgs) -> u8 {
+    if !args.force {
+        return fail(
+            EX_USAGE,
+            "`release` frees a lock someone else holds: say --force (a holder releases its own \
+             lock itself, when its command ends)",
+        );
+    }
+    let client = match backend::connect(&args.backend) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let key = &args.key;
+    let info = match client.status(key).await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            if args.json {
+                print_json(&json!({ "key": key, "released": false, "state": "free" }));
+            } else {
+                println!("{key}: free already; nothing released");
+            }
+            return 0;
+        }
+        Err(error) => return fail(for_error(&error, EX_UNAVAILABLE), error),
+    };
+    if let Some(expected) = args.token
+        && expected != info.token
+    {
+        if args.json {
+            print_json(&json!({ "key": key, "released": false, "current": info_json(&info) }));
+        }
+        return fail(
+            EX_TEMPFAIL,
+            format!(
+                "lock `{key}` has fencing token {}, not {expected}: not released (run `distlock \
+                 status {key}` again)",
+                info.token
+            ),
+        );
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return fail(
+                EX_USAGE,
+                format!(
+                    "not releasing `{key}` without confirmation: stdin is not a terminal; add --yes"
+                ),
+            );
+        }
+        eprintln!("{}", info_text(&info));
+        eprint!(
+            "Force-release `{key}` (token {})? Its holder may still be running. [y/N] ",
+            info.token
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer).is_err()
+            || !matches!(answer.trim(), "y" | "Y" | "yes")
+        {
+            return fail(EX_TEMPFAIL, format!("`{key}` not released"));
+        }
+    }
+    match client.force_release(key, info.token).await {
+        Ok(ForceRelease::Released) => {
+            if args.json {
+                print_json(&json!({ "key": key, "released": true, "token": info.token }));
+            } else {
+                println!(
+                    "{key}: released (token {}); its holder, if alive, is told it lost the lock at its next renewal",
+                    info.token
+                );
+            }
+            0
+        }
+        Ok(ForceRelease::Changed { current }) => {
+            if args.json {
+                print_json(&json!({
+                    "key": key,
+                    "released": false,
+                    "current": current.as_ref().map_or_else(|| free_json(key), info_json),
+                }));
+            }
+            fail(
+                EX_TEMPFAIL,
+                format!(
+                    "lock `{key}` changed since it was read (token {} is gone): not released; run \
+                     `distlock status {key}` again",
+                    info.token
+                ),
+            )
+        }
+        Ok(_) => fail(EX_TEMPFAIL, format!("`{key}` not released")),
+        Err(error) => fail(for_error(&error, EX_UNAVAILABLE), error),
+    }
+}
+
+/// `distlock hold KEY`: holds until a signal.
+pub async fn hold(args: HoldArgs) -> u8 {
+    let mut signals = match Signals::catch() {
+        Ok(signals) => signals,
+        Err(error) => {
+            return fail(
+                crate::exit::EX_OSERR,
+                format!("cannot catch signals: {error}"),
+            );
+        }
+    };
+    let client = match backend::connect(&args.backend) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let wait = &args.wait;
+    let if_locked = if wait.no_wait {
+        IfLocked::Error
+    } else {
+        wait.if_locked
+    };
+    let defaults = LockOptions::default();
+    let options = defaults
+        .clone()
+        .ttl(wait.ttl)
+        .wait(if_locked.wait(wait.wait, defaults.wait));
+    let key = &args.key;
+    let acquired = tokio::select! {
+        acquired = waiting::acquire(&client, key, &options) => acquired,
+        signal = signals.next() => {
+            client.wait_idle(Duration::from_secs(5)).await;
+            return fail(signalled(signal), format!("{} while waiting for lock `{key}`", signals::name(signal)));
+        }
+    };
+    let guard = match acquired {
+        Ok(guard) => guard,
+        Err(error) if if_locked == IfLocked::Skip && error.is_contention() => {
+            eprintln!("distlock: skipped: {error}");
+            return 0;
+        }
+        Err(error) => return fail(for_error(&error, wait.conflict_exit_code), error),
+    };
+    if args.json {
+        print_json(&json!({ "key": key, "token": guard.token() }));
+    } else {
+        println!("{key} token {}", guard.token());
+    }
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        signal = signals.next() => {
+            match guard.release().await {
+                Ok(()) => {
+                    if wait.verbose {
+                        eprintln!("distlock: {}: released `{key}`", signals::name(signal));
+                    }
+                    0
+                }
+                Err(error) => fail(for_error(&error, EX_UNAVAILABLE), error),
+            }
+        }
+        reason = guard.lost() => {
+            let error = distlock::LockError::Lost { key: key.clone(), token: guard.token(), reason };
+            drop(guard);
+            client.wait_idle(Duration::from_secs(5)).await;
+            fail(crate::exit::EX_SOFTWARE, error)
+        }
+    }
+}

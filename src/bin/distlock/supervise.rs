@@ -1,0 +1,417 @@
+//! `distlock run`: hold the lock while a command runs, and stop the command's
+//! whole process group before the lock is given up.
+//!
+//! The rules, in order:
+//! 1. The command starts only once the lock is held, in a new process group,
+//!    with `distlock` as the child subreaper (orphaned processes of the group
+//!    are re-parented to it, so it can tell when the group is empty).
+//! 2. SIGTERM, SIGINT or SIGHUP to `distlock`, or the lock lost: SIGTERM (and
+//!    SIGCONT, for stopped processes) to the whole group, `--grace` for it to
+//!    exit, then SIGKILL. A second signal cuts the grace short.
+//! 3. The lock is released only once no process of the group is left; if the
+//!    group outlives SIGKILL for [`KILL_WAIT`], the lock is not released (it
+//!    runs out after its ttl) and `distlock` says so.
+//! 4. A watchdog process (watchdog.rs) kills the group if `distlock` is itself
+//!    killed, or stopped past the lock's deadline.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use distlock::{IfLocked, LockError, LockGuard, LockOptions};
+use rustix::io::Errno;
+use rustix::process::{
+    Pid, Signal, WaitId, WaitIdOptions, WaitOptions, kill_process_group, set_child_subreaper,
+    waitid, waitpgid,
+};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep};
+
+use crate::exit::{
+    EX_NOEXEC, EX_NOTFOUND, EX_OSERR, EX_SOFTWARE, EX_USAGE, fail, for_error, signalled,
+};
+use crate::signals::{self, Signals};
+use crate::watchdog::Watchdog;
+use crate::{RunArgs, backend, waiting};
+
+/// How long a group may outlive SIGKILL before `distlock` gives up on it
+/// (processes in uninterruptible sleep, on a hung NFS mount, say).
+const KILL_WAIT: Duration = Duration::from_secs(60);
+/// How long to wait for background clean-ups (a cancelled acquisition's
+/// record) before exiting.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// `distlock run`: the exit code.
+pub async fn run(args: RunArgs) -> u8 {
+    let key = match (args.key, args.key_option) {
+        (Some(key), None) | (None, Some(key)) => key,
+        _ => return fail(EX_USAGE, "give the lock key once: KEY or --key KEY"),
+    };
+    let mut signals = match Signals::catch() {
+        Ok(signals) => signals,
+        Err(error) => return fail(EX_OSERR, format!("cannot catch signals: {error}")),
+    };
+    let client = match backend::connect(&args.backend) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let wait = &args.wait;
+    let if_locked = if wait.no_wait {
+        IfLocked::Error
+    } else {
+        wait.if_locked
+    };
+    let defaults = LockOptions::default();
+    let mut options = defaults
+        .clone()
+        .ttl(wait.ttl)
+        .wait(if_locked.wait(wait.wait, defaults.wait));
+    if let Some(hold) = args.hold_at_least {
+        options = options.hold_at_least(hold);
+    }
+
+    let started = Instant::now();
+    let acquired = tokio::select! {
+        acquired = waiting::acquire(&client, &key, &options) => acquired,
+        signal = signals.next() => {
+            // The acquisition is dropped: the client cleans up a record it may have written.
+            client.wait_idle(SETTLE).await;
+            return fail(signalled(signal), format!("{} while waiting for lock `{key}`: not run", signals::name(signal)));
+        }
+    };
+    let guard = match acquired {
+        Ok(guard) => guard,
+        Err(error) if if_locked == IfLocked::Skip && error.is_contention() => {
+            eprintln!("distlock: skipped: {error}");
+            return 0;
+        }
+        Err(error) => return fail(for_error(&error, wait.conflict_exit_code), error),
+    };
+    if wait.verbose {
+        eprintln!(
+            "distlock: acquired `{key}` after {:.3}s, fencing token {}",
+            started.elapsed().as_secs_f64(),
+            guard.token()
+        );
+    }
+
+    let code = supervise(
+        &args.command,
+        &key,
+        &args.backend.backend,
+        (wait.ttl, args.grace),
+        &guard,
+        &mut signals,
+    )
+    .await;
+    match code {
+        Ended::Exited(code) => match guard.release().await {
+            Ok(()) => code,
+            // Lost while the command ran (distlock was stopped, say): its work
+            // may have overlapped another holder's.
+            Err(error @ LockError::Lost { .. }) => fail(
+                EX_SOFTWARE,
+                format!("{error}; the command had ended (exit code {code})"),
+            ),
+            Err(error) => {
+                eprintln!("distlock: the command finished but the release failed: {error}");
+                code
+            }
+        },
+        Ended::Signalled(signal) => {
+            let released = guard.release().await;
+            let outcome = match released {
+                Ok(()) => "lock released".to_owned(),
+                Err(error) => format!("the release failed: {error}"),
+            };
+            fail(
+                signalled(signal),
+                format!("{}: stopped the command; {outcome}", signals::name(signal)),
+            )
+        }
+        Ended::Lost(error) => {
+            drop(guard);
+            client.wait_idle(SETTLE).await;
+            fail(EX_SOFTWARE, format!("{error}; the command was stopped"))
+        }
+        Ended::Unkillable(why) => {
+            // Not released: the lock runs out after its ttl, after the group has had longer.
+            std::mem::forget(guard);
+            fail(EX_SOFTWARE, why)
+        }
+        Ended::NotStarted(code, why) => {
+            let _ = guard.release().await;
+            fail(code, why)
+        }
+    }
+}
+
+/// How the supervised command ended.
+enum Ended {
+    /// It exited (and every process of its group) with this shell-style code.
+    Exited(u8),
+    /// `distlock` got this signal; the group has been stopped.
+    Signalled(i32),
+    /// The lock was lost; the group has been stopped.
+    Lost(LockError),
+    /// The group did not die after SIGKILL.
+    Unkillable(String),
+    /// The command could not be started.
+    NotStarted(u8, String),
+}
+
+/// Runs `command` in its own group while `guard` holds; see the module docs.
+async fn supervise(
+    command: &[OsString],
+    key: &str,
+    backend_url: &str,
+    (ttl, grace): (Duration, Duration),
+    guard: &LockGuard,
+    signals: &mut Signals,
+) -> Ended {
+    let Some((program, rest)) = command.split_first() else {
+        return Ended::NotStarted(EX_USAGE, "no command given".into());
+    };
+    // Orphans of the group come to us, so we can tell when it is empty.
+    if let Err(error) = set_child_subreaper(Some(rustix::process::getpid())) {
+        return Ended::NotStarted(EX_OSERR, format!("cannot become a subreaper: {error}"));
+    }
+    let mut watchdog = match Watchdog::start() {
+        Ok(watchdog) => Some(watchdog),
+        Err(error) => {
+            eprintln!(
+                "distlock: cannot start the watchdog ({error}): if distlock is killed, \
+                 the command keeps running"
+            );
+            None
+        }
+    };
+    let mut child = Command::new(program);
+    child
+        .args(rest)
+        .env("DISTLOCK_KEY", key)
+        .env("DISTLOCK_TOKEN", guard.token().to_string())
+        .process_group(0);
+    backend::scrub_environment(&mut child, backend_url);
+    let group = match Group::spawn(&mut child) {
+        Ok(group) => group,
+        Err(error) => {
+            let code = match error.kind() {
+                ErrorKind::NotFound => EX_NOTFOUND,
+                ErrorKind::PermissionDenied => EX_NOEXEC,
+                _ => EX_OSERR,
+            };
+            return Ended::NotStarted(code, format!("cannot start {program:?}: {error}"));
+        }
+    };
+    if let Some(watchdog) = &mut watchdog {
+        watchdog.guard(group.pgid_raw());
+    }
+    let beat = (ttl / 6).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let slack = ttl / 20;
+    let mut tell = |watchdog: &mut Option<Watchdog>, held: bool| {
+        if let Some(watchdog) = watchdog {
+            match guard.valid_for() {
+                Some(left) if held => watchdog.alive(left + slack),
+                // Not holding: a liveness bound only.
+                _ => watchdog.alive(beat * 4 + Duration::from_secs(1)),
+            }
+        }
+    };
+    tell(&mut watchdog, true);
+
+    let mut states = group.states();
+    let mut leader_code = None;
+    let ended = loop {
+        tokio::select! {
+            state = wait_for(&mut states, |s| s.empty || (leader_code.is_none() && s.leader.is_some())) => {
+                if state.empty {
+                    break Ended::Exited(leader_code.or(state.leader).unwrap_or(1));
+                }
+                // The command exited; processes it started still run: keep the lock for them.
+                leader_code = state.leader;
+            }
+            signal = signals.next() => {
+                tell(&mut watchdog, false);
+                break match stop(&group, grace, signals, &mut watchdog, &mut tell).await {
+                    Ok(()) => Ended::Signalled(signal),
+                    Err(why) => Ended::Unkillable(why),
+                };
+            }
+            reason = guard.lost() => {
+                tell(&mut watchdog, false);
+                let error = LockError::Lost { key: key.to_owned(), token: guard.token(), reason };
+                eprintln!("distlock: {error}; stopping the command (SIGTERM, then SIGKILL after {})", humantime::format_duration(grace));
+                break match stop(&group, grace, signals, &mut watchdog, &mut tell).await {
+                    Ok(()) => Ended::Lost(error),
+                    Err(why) => Ended::Unkillable(why),
+                };
+            }
+            () = sleep(beat) => tell(&mut watchdog, true),
+        }
+    };
+    if let Some(watchdog) = &mut watchdog
+        && !matches!(ended, Ended::Unkillable(_))
+    {
+        watchdog.gone();
+    }
+    ended
+}
+
+/// SIGTERM (and SIGCONT) to the group, `grace`, then SIGKILL; waits until the
+/// group is empty. A second signal cuts the grace short.
+async fn stop(
+    group: &Group,
+    grace: Duration,
+    signals: &mut Signals,
+    watchdog: &mut Option<Watchdog>,
+    tell: &mut impl FnMut(&mut Option<Watchdog>, bool),
+) -> Result<(), String> {
+    let mut states = group.states();
+    group.signal(Signal::TERM);
+    group.signal(Signal::CONT);
+    let grace_ends = Instant::now() + grace;
+    loop {
+        tokio::select! {
+            _ = wait_for(&mut states, |s| s.empty) => return Ok(()),
+            () = tokio::time::sleep_until(grace_ends) => break,
+            signal = signals.next() => {
+                eprintln!("distlock: {} during the grace period: killing the command now", signals::name(signal));
+                break;
+            }
+            () = sleep(Duration::from_millis(500)) => tell(watchdog, false),
+        }
+    }
+    group.signal(Signal::KILL);
+    let kill_ends = Instant::now() + KILL_WAIT;
+    loop {
+        tokio::select! {
+            _ = wait_for(&mut states, |s| s.empty) => return Ok(()),
+            () = tokio::time::sleep_until(kill_ends) => {
+                return Err(format!(
+                    "processes of the command's group {} survived SIGKILL for {}s: the lock is \
+                     not released (it runs out after its ttl)",
+                    group.pgid_raw(),
+                    KILL_WAIT.as_secs()
+                ));
+            }
+            () = sleep(Duration::from_millis(500)) => tell(watchdog, false),
+        }
+    }
+}
+
+/// Waits until the group's state satisfies `done`; returns that state.
+async fn wait_for(
+    states: &mut watch::Receiver<GroupState>,
+    done: impl FnMut(&GroupState) -> bool,
+) -> GroupState {
+    let waited = states.wait_for(done).await.map(|state| *state);
+    // The reaper is gone (it never ends without marking the group empty):
+    // treat the group as empty.
+    waited.unwrap_or_else(|_| GroupState {
+        leader: states.borrow().leader,
+        empty: true,
+    })
+}
+
+/// What the reaper knows of the group.
+#[derive(Clone, Copy, Debug, Default)]
+struct GroupState {
+    /// The command's own exit code (shell style), once it exited.
+    leader: Option<u8>,
+    /// No process of the group is left.
+    empty: bool,
+}
+
+/// The command's process group, reaped by a thread of its own.
+struct Group {
+    pgid: Pid,
+    /// Set, under this lock, the moment the last process is reaped: signals
+    /// are sent under it too, so none goes to a process group id reused later.
+    empty: Arc<Mutex<bool>>,
+    states: watch::Receiver<GroupState>,
+}
+
+impl Group {
+    /// Spawns `command` (already set to start a new group) and its reaper.
+    fn spawn(command: &mut Command) -> std::io::Result<Group> {
+        let child = command.spawn()?;
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other("the child has no valid process id"))?;
+        // Reaped below by waitpgid, not by `Child::wait`.
+        drop(child);
+        let empty = Arc::new(Mutex::new(false));
+        let (report, states) = watch::channel(GroupState::default());
+        let reaper_empty = Arc::clone(&empty);
+        std::thread::Builder::new()
+            .name("distlock-reaper".into())
+            .spawn(move || reap(pid, &reaper_empty, &report))?;
+        Ok(Group {
+            pgid: pid,
+            empty,
+            states,
+        })
+    }
+
+    fn pgid_raw(&self) -> u32 {
+        self.pgid.as_raw_nonzero().get().unsigned_abs()
+    }
+
+    fn states(&self) -> watch::Receiver<GroupState> {
+        self.states.clone()
+    }
+
+    /// Sends `signal` to every process of the group, unless it is empty.
+    fn signal(&self, signal: Signal) {
+        let empty = self.empty.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*empty {
+            let _ = kill_process_group(self.pgid, signal);
+        }
+    }
+}
+
+/// The reaper: reaps every process of group `pgid` that is our child (the
+/// command, and its orphans, re-parented to us as the subreaper) until none is
+/// left. Processes of the group whose parent lives are not our children, but
+/// their oldest ancestor in the group is: the group is empty exactly when no
+/// child of ours is left in it.
+fn reap(pgid: Pid, empty: &Mutex<bool>, report: &watch::Sender<GroupState>) {
+    let exited_nowait = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    loop {
+        // Block until some process of the group has exited, without reaping it.
+        match waitid(WaitId::Pgid(Some(pgid)), exited_nowait) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(_) => break, // ECHILD: none left
+        }
+        let mut is_empty = empty.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(Some((pid, status))) = waitpgid(pgid, WaitOptions::NOHANG)
+            && pid == pgid
+        {
+            let code = match status.terminating_signal() {
+                Some(signal) => signalled(signal),
+                None => status
+                    .exit_status()
+                    .and_then(|code| u8::try_from(code).ok())
+                    .unwrap_or(1),
+            };
+            report.send_modify(|state| state.leader = Some(code));
+        }
+        if let Err(Errno::CHILD) = waitid(
+            WaitId::Pgid(Some(pgid)),
+            exited_nowait | WaitIdOptions::NOHANG,
+        ) {
+            *is_empty = true;
+            drop(is_empty);
+            report.send_modify(|state| state.empty = true);
+            return;
+        }
+    }
+    *empty.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    report.send_modify(|state| state.empty = true);
+}
