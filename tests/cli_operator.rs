@@ -5,7 +5,8 @@
 //!   the command's whole process group (SIGTERM, `--grace`, SIGKILL) before the lock is
 //!   released; while it waits they stop the wait and the command never runs;
 //! - a lost lock (etcd frozen with SIGSTOP past the ttl) stops the whole group, exit 70;
-//! - a SIGKILLed `distlock` takes its command's group down with it;
+//! - a SIGKILLed `distlock` takes its command's group down with it, and a stopped one's
+//!   group is killed (by its watchdog) before another holder gets the lock;
 //! - credentials stay out of `--help`, errors and the command's environment; the
 //!   `--password-file` and `DISTLOCK_PASSWORD` forms work;
 //! - the operator commands `status`, `list`, `release --force` and `hold`, their JSON
@@ -884,6 +885,94 @@ fn a_sigkilled_distlock_takes_its_command_group_down() {
     );
 }
 
+#[test]
+fn a_stopped_distlock_s_group_is_killed_before_another_holder_gets_in() {
+    let etcd = etcd();
+    let dir = Scratch::new("stopped");
+    let key = "ops/stopped";
+    let pid_file = dir.path("pids");
+    let seen = dir.path("seen");
+    let mut first = spawn(
+        distlock(&[
+            "run",
+            "--backend",
+            &etcd.backend,
+            "--ttl",
+            "2s",
+            key,
+            "--",
+            "sh",
+            "-c",
+            &stubborn_group_script(&pid_file),
+        ]),
+        &dir,
+        "first",
+    );
+    wait_for(
+        "the first command and its children starting",
+        START_WAIT,
+        || {
+            first.assert_running();
+            pids(&pid_file).len() == 4
+        },
+    );
+    let group = pids(&pid_file);
+    let _guards: Vec<KillPidOnDrop> = group.iter().copied().map(KillPidOnDrop).collect();
+    let _helpers: Vec<KillPidOnDrop> = children(first.pid())
+        .into_iter()
+        .filter(|pid| !group.contains(pid))
+        .map(KillPidOnDrop)
+        .collect();
+
+    // Stopped (not killed): nothing renews its lock; when the server lets it go the
+    // next holder gets in, and by then the watchdog must have killed the group.
+    first.signal("-STOP");
+    let check = format!(
+        "for p in $(cat {pids}); do\n\
+           s=$(sed -e 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\n\
+           case \"$s\" in ''|Z|X) ;; *) echo \"alive $p $s\" >> {seen} ;; esac\n\
+         done\n\
+         echo ran >> {seen}",
+        pids = pid_file.display(),
+        seen = seen.display()
+    );
+    let second = run(
+        distlock(&[
+            "run",
+            "--backend",
+            &etcd.backend,
+            "--ttl",
+            "2s",
+            "-w",
+            "20s",
+            key,
+            "--",
+            "sh",
+            "-c",
+            &check,
+        ]),
+        &dir,
+        "second",
+    );
+    first.signal("-CONT");
+    assert_eq!(second.code(), Some(0), "the second run: {}", second.all());
+    assert_eq!(
+        lines(&seen),
+        ["ran"],
+        "when the second run got the lock, processes of the stopped distlock's group \
+         {group:?} were still alive"
+    );
+    // Resumed, it finds its lock lost.
+    let status = first.wait(EXIT_WAIT);
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "a resumed distlock whose lock ran out: {}\n{}",
+        describe(status),
+        first.output()
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Secrets
 // ---------------------------------------------------------------------------------
@@ -1009,6 +1098,28 @@ fn the_password_stays_out_of_help_errors_and_the_command_environment() {
     );
     assert_eq!(out.code(), Some(0), "--password-file: {}", out.all());
     check_env(&env_file, "--password-file");
+    // A file written with `echo` (a trailing newline, not part of the password).
+    let echoed = dir.path("password-echoed");
+    std::fs::write(&echoed, format!("{password}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let out = run(
+        distlock(&[
+            "status",
+            "--backend",
+            &user_only,
+            "--password-file",
+            &echoed.display().to_string(),
+            "secrets/file",
+            "--json",
+        ]),
+        &dir,
+        "file-echoed",
+    );
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "--password-file ending in a newline: {}",
+        out.all()
+    );
 
     // Without the password the server refuses: the forms above did authenticate.
     let ran = dir.path("ran-without");
@@ -1161,6 +1272,42 @@ fn status_reports_free_and_held_locks_as_json_and_text() {
     );
     let after = status_json(&etcd, &dir, key);
     assert_eq!(after["state"], "free", "hold released on SIGTERM: {after}");
+
+    // hold --json: one object {"key", "token"} on stdout.
+    let mut holder = spawn(
+        distlock(&["hold", "--backend", &etcd.backend, key, "--json"]),
+        &dir,
+        "hold-json",
+    );
+    let mut printed: Option<Value> = None;
+    wait_for(
+        "distlock hold --json printing its token",
+        START_WAIT,
+        || {
+            holder.assert_running();
+            printed = holder
+                .stdout()
+                .lines()
+                .next()
+                .and_then(|line| serde_json::from_str(line).ok());
+            printed.is_some()
+        },
+    );
+    let printed = printed.unwrap_or_else(|| unreachable!("waited for it"));
+    assert_eq!(printed["key"], key, "{printed}");
+    let held = status_json(&etcd, &dir, key);
+    assert!(
+        printed["token"].as_u64().is_some_and(|t| t > token) && printed["token"] == held["token"],
+        "hold --json: {printed}, status: {held}"
+    );
+    holder.signal("-INT");
+    let status = holder.wait(EXIT_WAIT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "hold on SIGINT: {}",
+        holder.output()
+    );
 }
 
 #[test]
@@ -1536,6 +1683,19 @@ fn a_held_lock_exits_75_or_the_conflict_code() {
         "-w 1 should wait about a second before giving up, gave up after {took:?}"
     );
     assert!(!ran.exists(), "a command ran while the lock was held");
+    let hold_busy = run(distlock(&["hold", "-b", b, "-n", key]), &dir, "hold-n");
+    assert_eq!(hold_busy.code(), Some(75), "hold -n: {}", hold_busy.all());
+    let hold_custom = run(
+        distlock(&["hold", "-b", b, "-n", "-E", "9", key]),
+        &dir,
+        "hold-e9",
+    );
+    assert_eq!(
+        hold_custom.code(),
+        Some(9),
+        "hold -n -E 9: {}",
+        hold_custom.all()
+    );
 }
 
 #[test]
