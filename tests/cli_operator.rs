@@ -583,6 +583,12 @@ fn sigterm_while_holding_stops_the_whole_group_before_the_next_holder_gets_in() 
         describe(second_status),
         second.output()
     );
+    // It waited with stderr a file: no spinner.
+    let waited = second.stderr();
+    assert!(
+        !waited.contains('\r') && !waited.contains('\u{1b}'),
+        "a spinner was drawn on a stderr that is not a terminal: {waited:?}"
+    );
 }
 
 #[test]
@@ -1056,6 +1062,16 @@ fn the_password_stays_out_of_help_errors_and_the_command_environment() {
         out.all()
     );
     check_env(&env_file, "password in the URL");
+    let token = std::fs::read_to_string(&env_file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("DISTLOCK_TOKEN=").map(str::to_owned))
+        .unwrap_or_else(|| panic!("the command got no DISTLOCK_TOKEN"));
+    assert!(
+        out.stderr.contains(&token),
+        "-v reports the fencing token {token} on stderr: {}",
+        out.all()
+    );
 
     // DISTLOCK_PASSWORD with etcd://root@host:port.
     let env_file = dir.path("env-var");
