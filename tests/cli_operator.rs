@@ -476,6 +476,21 @@ fn stubborn_group_script(pid_file: &Path) -> String {
     )
 }
 
+/// A script for the next holder's command: the moment it holds the lock, it writes
+/// `alive PID STATE` to `seen` for each PID in `pid_file` that is still alive (not a
+/// zombie), then `ran`.
+fn alive_check_script(pid_file: &Path, seen: &Path) -> String {
+    format!(
+        "for p in $(cat {pids}); do\n\
+           s=$(sed -e 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\n\
+           case \"$s\" in ''|Z|X) ;; *) echo \"alive $p $s\" >> {seen} ;; esac\n\
+         done\n\
+         echo ran >> {seen}",
+        pids = pid_file.display(),
+        seen = seen.display()
+    )
+}
+
 #[test]
 fn sigterm_while_holding_stops_the_whole_group_before_the_next_holder_gets_in() {
     let etcd = etcd();
@@ -518,15 +533,7 @@ fn sigterm_while_holding_stops_the_whole_group_before_the_next_holder_gets_in() 
 
     // The second run's command looks, the moment it holds the lock, for any process of
     // the first command still alive (not a zombie), and writes what it finds.
-    let check = format!(
-        "for p in $(cat {pids}); do\n\
-           s=$(sed -e 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\n\
-           case \"$s\" in ''|Z|X) ;; *) echo \"alive $p $s\" >> {seen} ;; esac\n\
-         done\n\
-         echo ran >> {seen}",
-        pids = pid_file.display(),
-        seen = seen.display()
-    );
+    let check = alive_check_script(&pid_file, &seen);
     let mut second = spawn(
         distlock(&[
             "run",
@@ -933,15 +940,7 @@ fn a_stopped_distlock_s_group_is_killed_before_another_holder_gets_in() {
     // Stopped (not killed): nothing renews its lock; when the server lets it go the
     // next holder gets in, and by then the watchdog must have killed the group.
     first.signal("-STOP");
-    let check = format!(
-        "for p in $(cat {pids}); do\n\
-           s=$(sed -e 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\n\
-           case \"$s\" in ''|Z|X) ;; *) echo \"alive $p $s\" >> {seen} ;; esac\n\
-         done\n\
-         echo ran >> {seen}",
-        pids = pid_file.display(),
-        seen = seen.display()
-    );
+    let check = alive_check_script(&pid_file, &seen);
     let second = run(
         distlock(&[
             "run",
