@@ -11,8 +11,8 @@
 //!   `--password-file` and `DISTLOCK_PASSWORD` forms work;
 //! - the operator commands `status`, `list`, `release --force` and `hold`, their JSON
 //!   output parsed;
-//! - the documented exit codes (64 usage, 75 or `-E` busy, 126/127 command not
-//!   executable/not found, 128+N signals).
+//! - the documented exit codes (64 usage, 69 backend not answering, 75 or `-E` busy,
+//!   126/127 command not executable/not found, 128+N signals).
 //!
 //! Every process a test starts is SIGKILLed by PID when the test ends, also when it
 //! fails: the `distlock` processes through [`Proc`], the processes their commands start
@@ -1711,6 +1711,36 @@ fn a_held_lock_exits_75_or_the_conflict_code() {
         "hold -n -E 9: {}",
         hold_custom.all()
     );
+}
+
+#[test]
+fn a_hung_backend_exits_69_and_the_command_does_not_run() {
+    let etcd = etcd();
+    let dir = Scratch::new("hung");
+    let ran = dir.path("ran");
+    let touch = ran.display().to_string();
+    let b = etcd.backend.as_str();
+    etcd.cluster.pause(0);
+    let resume = ResumeOnDrop(&etcd.cluster);
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "run -n",
+            &["run", "-b", b, "-n", "ops/hung", "--", "touch", &touch],
+        ),
+        ("status", &["status", "-b", b, "ops/hung", "--json"]),
+        ("list", &["list", "-b", b, "ops/", "--json"]),
+    ];
+    for (what, args) in cases {
+        let out = run(distlock(args), &dir, "hung");
+        assert_eq!(
+            out.code(),
+            Some(69),
+            "{what} on a frozen etcd: {}",
+            out.all()
+        );
+    }
+    drop(resume);
+    assert!(!ran.exists(), "the command ran without the lock");
 }
 
 #[test]
