@@ -179,7 +179,8 @@ impl LockClient {
             .store()
             .list(prefix, limit.saturating_add(1))
             .await
-            .map_err(|e| self.store_error(prefix, e))?;
+            // The error names the keys listed: "while working on lock `jobs/*`".
+            .map_err(|e| self.store_error(&format!("{prefix}*"), e))?;
         let truncated = listed.len() > limit;
         listed.truncate(limit);
         let mut leases = Leases::default();
