@@ -105,7 +105,7 @@
 //! |---|---|
 //! | `etcd` | `distlock::store::etcd`: etcd 3.4+ over gRPC (`etcd://`, `etcds://`) |
 //! | `ravendb` | `distlock::store::ravendb`: RavenDB 4.1+ compare-exchange over HTTP (`ravendb+http://`, `ravendb+https://`) |
-//! | `cli` | the `distlock` binary: `distlock run --backend URL --key K -- COMMAND` |
+//! | `cli` | the `distlock` binary: `distlock run KEY -- COMMAND` under a lock (process-group supervision), and `status`, `list`, `release --force`, `hold` for operators |
 //!
 //! ## Connecting: backend URLs
 //!
