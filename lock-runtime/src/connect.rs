@@ -86,7 +86,8 @@ impl LockClient {
                 "the memory backend takes no password: remove it",
             )),
             Some("ravendb+http" | "ravendb+https") => Err(LockError::config(
-                "RavenDB takes no password: it authenticates with a client certificate",
+                "RavenDB takes no password: it authenticates with a client certificate \
+                 (ravendb+https://host/db?cert=client.pem&key=client.key)",
             )),
             // Unknown or missing scheme: the same error as without a password.
             _ => LockClient::connect(url),
