@@ -129,13 +129,20 @@
 //! | `ravendb+http://host:8080/locks` | RavenDB database `locks` over HTTP |
 //! | `ravendb+http://a:8080,b:8080,c:8080/locks` | a RavenDB cluster (failover between the nodes) |
 //! | `ravendb+https://a.example:443/locks` | HTTPS, servers checked against the system's trusted roots |
+//! | `ravendb+https://host/locks?ca=ca.pem&cert=client.pem&key=client.key` | HTTPS trusting that CA, authenticating with a client certificate and its key |
+//! | `ravendb+https://host/locks?cert=client.pem&key=client.key` | a client certificate, servers checked against the system's roots |
+//! | `ravendb+http://host:8080/locks?timeout=5s&connect_timeout=2s` | per-request and connect timeouts (5 s and 2 s by default) |
 //!
-//! etcd query options combine with `&` (`?ca=..&cert=..&key=..&timeout=1s`) and
-//! their values may be percent-encoded. RavenDB URLs take no options and no
-//! `user:password@` (RavenDB authenticates with client certificates): for a
-//! client certificate, a private CA or a key prefix, build the store and give
-//! it to [`LockClient::new`] or [`LockClient::builder`] (as for anything the
-//! URL cannot say, such as the client's default [`LockOptions`]).
+//! Query options combine with `&` (`?ca=..&cert=..&key=..&timeout=1s`) and
+//! their values may be percent-encoded; `cert=` and `key=` go together, and an
+//! unknown option is an error that names the known ones. RavenDB's `ca=`,
+//! `cert=` and `key=` need `ravendb+https://`, and RavenDB URLs take no
+//! `user:password@` (RavenDB authenticates with client certificates). A TLS
+//! file that cannot be read is a [`LockError::Config`] naming the file (never
+//! its content) at connect time. For a key prefix on RavenDB, PEM bytes rather
+//! than files, or anything else the URL cannot say (such as the client's
+//! default [`LockOptions`]), build the store and give it to
+//! [`LockClient::new`] or [`LockClient::builder`].
 //!
 //! ```
 //! use distlock::{LockClient, LockError};
@@ -181,11 +188,37 @@
 //! assert_eq!(client.backend(), "ravendb");
 //! LockClient::connect("ravendb+http://10.0.0.1:8080,10.0.0.2:8080/locks")?;
 //! LockClient::connect("ravendb+https://a.example:443/locks")?;
+//!
+//! // TLS files are read at once: one that is missing fails here, naming it.
+//! let error = LockClient::connect(
+//!     "ravendb+https://a.example/locks?ca=/nonexistent/ca.pem",
+//! )
+//! .unwrap_err();
+//! assert!(error.to_string().contains("/nonexistent/ca.pem"));
+//! // ... and they need TLS:
+//! let error = LockClient::connect("ravendb+http://h:8080/locks?ca=ca.pem").unwrap_err();
+//! assert!(error.to_string().contains("ravendb+https://"));
 //! # }
 //! # Ok::<(), distlock::LockError>(())
 //! ```
 //!
-//! A RavenDB client certificate, given on the store's builder:
+//! A RavenDB client certificate and a private CA, as files named in the URL
+//! (what the `distlock` command's `--backend` takes):
+//!
+//! ```no_run
+//! # #[cfg(feature = "ravendb")] {
+//! use distlock::LockClient;
+//!
+//! let client = LockClient::connect(
+//!     "ravendb+https://a.example:443,b.example:443/locks\
+//!      ?ca=/etc/raven/ca.pem&cert=/etc/raven/client.pem&key=/etc/raven/client.key",
+//! )?;
+//! # let _ = client;
+//! # }
+//! # Ok::<(), distlock::LockError>(())
+//! ```
+//!
+//! The same on the store's builder, here from PEM bytes:
 //!
 //! ```no_run
 //! # #[cfg(feature = "ravendb")]

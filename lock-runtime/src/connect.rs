@@ -11,14 +11,20 @@ impl LockClient {
     /// |---|---|---|
     /// | `memory` or `memory://` | a new private in-memory store | always |
     /// | `etcd://[user:pass@]host:port[,host:port...][/prefix][?options]`, `etcds://...` (TLS) | etcd | `etcd` |
-    /// | `ravendb+http://host[:port][,host[:port]...]/database`, `ravendb+https://...` | RavenDB | `ravendb` |
+    /// | `ravendb+http://host[:port][,host[:port]...]/database[?options]`, `ravendb+https://...` (TLS) | RavenDB | `ravendb` |
     ///
     /// etcd options: `ca=/path/ca.pem` (required with `etcds://`),
     /// `cert=/path/client.pem&key=/path/client.key`, `domain=name` (to verify in
     /// the servers' certificates), `timeout=500ms` (per request), `connect_timeout=2s`.
-    /// RavenDB URLs take no options and no credentials: a client certificate or a
-    /// private CA goes on `RavenDbStore::builder`, then [`LockClient::new`]. The
-    /// facade's crate documentation has an example of every form.
+    /// RavenDB options: `ca=/path/ca.pem` (trusted instead of the system's roots)
+    /// and `cert=/path/client.pem&key=/path/client.key` (the client certificate
+    /// RavenDB authenticates), both with `ravendb+https://` only;
+    /// `timeout=5s` (per request), `connect_timeout=2s`. RavenDB URLs take no
+    /// `user:password@`. `cert=` and `key=` go together; an unknown option is an
+    /// error naming the known ones; a TLS file that cannot be read fails here,
+    /// naming the file. What a URL cannot say (a key prefix, PEM bytes) goes on
+    /// the store's builder, then [`LockClient::new`]. The facade's crate
+    /// documentation has an example of every form.
     ///
     /// The store connects lazily: a server that is down shows up as
     /// [`LockError::Unavailable`] on the first lock, not here. A malformed URL,
@@ -80,7 +86,8 @@ impl LockClient {
                 "the memory backend takes no password: remove it",
             )),
             Some("ravendb+http" | "ravendb+https") => Err(LockError::config(
-                "RavenDB takes no password: it authenticates with a client certificate",
+                "RavenDB takes no password: it authenticates with a client certificate \
+                 (ravendb+https://host/db?cert=client.pem&key=client.key)",
             )),
             // Unknown or missing scheme: the same error as without a password.
             _ => LockClient::connect(url),

@@ -164,7 +164,9 @@ fn etcd_hosts() -> impl Strategy<Value = String> {
     .prop_map(|hosts| hosts.join(","))
 }
 
-fn etcd_query() -> impl Strategy<Value = String> {
+/// `?timeout=..&connect_timeout=..` (or nothing): options every network
+/// backend's URL takes, always valid.
+fn timeout_query() -> impl Strategy<Value = String> {
     prop::collection::vec(
         prop::sample::select(vec![
             "timeout=250ms",
@@ -193,7 +195,7 @@ fn valid_etcd_url() -> impl Strategy<Value = (String, String)> {
         password(),
         etcd_hosts(),
         prop::option::of("[a-z]{1,5}(/[a-z]{1,5})?/?"),
-        etcd_query(),
+        timeout_query(),
     )
         .prop_map(|(user, pass, hosts, prefix, query)| {
             let prefix = prefix.map(|p| format!("/{p}")).unwrap_or_default();
@@ -201,8 +203,8 @@ fn valid_etcd_url() -> impl Strategy<Value = (String, String)> {
         })
 }
 
-/// `ravendb+http://h:1/db`, sometimes with `user:pass@` (which RavenDB
-/// rejects: it authenticates with client certificates).
+/// `ravendb+http://h:1/db?timeout=..`, sometimes with `user:pass@` (which
+/// RavenDB rejects: it authenticates with client certificates).
 fn raven_url() -> impl Strategy<Value = (String, Option<String>)> {
     (
         prop::sample::select(vec!["ravendb+http", "ravendb+https"]),
@@ -212,14 +214,36 @@ fn raven_url() -> impl Strategy<Value = (String, Option<String>)> {
             1..3,
         ),
         "[A-Za-z0-9_.-]{1,12}",
+        timeout_query(),
     )
-        .prop_map(|(scheme, userinfo, hosts, db)| {
+        .prop_map(|(scheme, userinfo, hosts, db, query)| {
             let (prefix, pass) = match userinfo {
                 Some((user, pass)) => (format!("{user}:{pass}@"), Some(pass)),
                 None => (String::new(), None),
             };
-            (format!("{scheme}://{prefix}{}/{db}", hosts.join(",")), pass)
+            let url = format!("{scheme}://{prefix}{}/{db}{query}", hosts.join(","));
+            (url, pass)
         })
+}
+
+/// RavenDB URLs with TLS file options where they do not fit or cannot be
+/// used: over `ravendb+http://`, `cert=` without `key=` (or the reverse), an
+/// unknown option, files that do not exist. Never usable.
+fn unusable_raven_url() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec!["ravendb+http", "ravendb+https"]),
+        prop::sample::select(vec!["h:1", "127.0.0.1:8080,[::1]:8080", "raven.local"]),
+        prop::sample::select(vec![
+            "ca=/nonexistent/ca.pem",
+            "cert=/nonexistent/c.pem&key=/nonexistent/k.pem",
+            "key=%2Fnonexistent%2Fk.pem&ca=/nonexistent/ca.pem&cert=/nonexistent/c.pem",
+            "cert=/nonexistent/c.pem",
+            "key=/nonexistent/k.pem&timeout=1s",
+            "domain=raven.local",
+            "ca=/nonexistent/ca.pem&timeout=0s",
+        ]),
+    )
+        .prop_map(|(scheme, hosts, options)| format!("{scheme}://{hosts}/db?{options}"))
 }
 
 #[derive(Clone, Debug)]
@@ -427,7 +451,7 @@ proptest! {
     fn unencoded_password_characters_never_show_the_password(
         (user, first, second) in ("[a-z]{1,6}", password(), password()),
         special in prop::sample::select(PASSWORD_SPECIALS),
-        rest in ("(/[a-z]{1,5})?", etcd_query()),
+        rest in ("(/[a-z]{1,5})?", timeout_query()),
     ) {
         let url = format!("etcd://{user}:{first}{special}{second}@h:1,h:2{}{}", rest.0, rest.1);
         check_connect(&url, &[first.as_str(), second.as_str()])?;
@@ -463,6 +487,22 @@ proptest! {
         if let Err(error) = lock_runtime::store::ravendb::RavenDbStore::from_url(&mutated) {
             check_secret(&mutated, &error, &secrets)?;
         }
+    }
+
+    /// RavenDB TLS file options that cannot be used, valid and mutated: no
+    /// panic, a `Config` error (never a client), nothing of a host shown.
+    #[test]
+    fn unusable_raven_options_are_config_errors(url in unusable_raven_url(), mutations in mutations()) {
+        prop_assert!(check_connect(&url, &[])?.is_none(), "{:?}", url);
+        #[cfg(feature = "ravendb")]
+        match lock_runtime::store::ravendb::RavenDbStore::from_url(&url) {
+            Err(error) => {
+                let shown = format!("{error} {error:?}");
+                prop_assert!(!shown.contains("raven.local") && !shown.contains("127.0.0.1"), "{}", shown);
+            }
+            Ok(store) => prop_assert!(false, "{:?} built {:?}", url, store),
+        }
+        check_connect(&mutate(&url, &mutations), &[])?;
     }
 }
 

@@ -691,6 +691,84 @@ async fn tls_client_certificates_right_none_wrong() {
     );
 }
 
+/// The CA and client certificate given as files in the URL, as the `distlock`
+/// command's `--backend` gives them: a lock is acquired and released; an
+/// unknown certificate, none, or a file that is missing is a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_in_the_url_lock_and_wrong_ones_are_typed_errors() {
+    let fixture = TlsFixture::generate();
+    let server = RavenServer::start_tls(&fixture).await;
+    let file = |name: &str| fixture.dir.join(name).display().to_string();
+    let url = |options: &str| format!("{}?ca={}{options}", server.store_url(), file("ca.pem"));
+    let with_cert = |cert: &str, key: &str| {
+        url(&format!(
+            "&cert={}&key={}&timeout=10s&connect_timeout=5s",
+            file(cert),
+            file(key)
+        ))
+    };
+
+    let client = LockClient::connect(&with_cert("client.pem", "client.key"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(client.backend(), "ravendb");
+    let key = unique("ravendb/tls-url");
+    let guard = client
+        .acquire(&key)
+        .await
+        .unwrap_or_else(|e| panic!("acquire over TLS with the URL's files: {e}"));
+    assert!(guard.token() > 0);
+    guard
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release over TLS: {e}"));
+    let again = client
+        .acquire(&key)
+        .await
+        .unwrap_or_else(|e| panic!("acquire after the release: {e}"));
+    again.release().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // A certificate the server does not know, and none at all: refused, typed.
+    for (what, url) in [
+        ("stranger", with_cert("stranger.pem", "stranger.key")),
+        ("none", url("")),
+    ] {
+        let client = LockClient::connect(&url).unwrap_or_else(|e| panic!("{what}: {e}"));
+        match client.acquire(&key).await {
+            Err(LockError::Backend { source, .. }) => assert!(
+                matches!(
+                    raven_error(&source),
+                    RavenDbError::CertificateRefused { .. }
+                ),
+                "{what}: {source}"
+            ),
+            Err(other) => panic!("{what}: expected a refused certificate, got {other:?}"),
+            Ok(_) => panic!("{what}: the server accepted it"),
+        }
+    }
+
+    // A file that is not there: a configuration error naming it, at connect.
+    let missing = file("missing.key");
+    match LockClient::connect(&with_cert("client.pem", "missing.key")) {
+        Err(error @ LockError::Config { .. }) => {
+            assert!(error.to_string().contains(&missing), "{error}");
+            let source = std::error::Error::source(&error)
+                .and_then(|s| s.downcast_ref::<RavenDbConfigError>());
+            assert!(
+                matches!(
+                    source,
+                    Some(RavenDbConfigError::TlsFile {
+                        what: "client key",
+                        ..
+                    })
+                ),
+                "{error:?}"
+            );
+        }
+        Err(other) => panic!("missing key file: {other:?}"),
+        Ok(_) => panic!("a missing key file was accepted"),
+    }
+}
+
 /// Every "connection" is a new `RavenDbStore` on the server (compare-exchange only:
 /// no watch, no leases; listing).
 fn backend_for(server: &RavenServer) -> Backend {

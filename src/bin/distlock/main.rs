@@ -76,7 +76,8 @@ enum Action {
 struct BackendArgs {
     /// Backend URL: etcd://[user@]host:port[,host:port][/prefix], etcds://...
     /// (TLS: ?ca=ca.pem&cert=client.pem&key=client.key), ravendb+http://host:port/database,
-    /// ravendb+https://..., or memory:// (this process only: for trying the CLI out).
+    /// ravendb+https://... (same TLS options), or memory:// (this process only: for trying
+    /// the CLI out).
     #[arg(short, long, env = "DISTLOCK_BACKEND", hide_env_values = true)]
     backend: String,
     /// A file holding the password of the URL's user (etcd). The environment

@@ -378,31 +378,21 @@ fn builder_from_url(raw: &str) -> Result<EtcdStoreBuilder, EtcdConfigError> {
     if !prefix.is_empty() {
         builder = builder.prefix(format!("{prefix}/"));
     }
-    let options = url::query_pairs(parts.query).map_err(invalid)?;
-    let option = |name: &str| options.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
-    for (name, value) in &options {
-        builder = match *name {
-            "ca" => builder.ca_certificate_file(value),
-            "cert" => match option("key") {
-                Some(key) => builder.client_certificate_files(value, key),
-                None => return Err(problem("cert= needs key= (the client's private key)")),
-            },
-            "key" if option("cert").is_some() => builder,
-            "key" => return Err(problem("key= needs cert= (the client certificate)")),
-            "domain" => builder.tls_domain(value),
-            "timeout" => {
-                builder.request_timeout(url::positive_duration(name, value).map_err(invalid)?)
-            }
-            "connect_timeout" => {
-                builder.connect_timeout(url::positive_duration(name, value).map_err(invalid)?)
-            }
-            other => {
-                return Err(problem(&format!(
-                    "unknown option {:?} (known: ca, cert, key, domain, timeout, connect_timeout)",
-                    url::bounded(other)
-                )));
-            }
-        };
+    let options = url::options(parts.query, &["domain"]).map_err(invalid)?;
+    if let Some(ca) = &options.ca {
+        builder = builder.ca_certificate_file(ca);
+    }
+    if let Some((cert, key)) = &options.client_certificate {
+        builder = builder.client_certificate_files(cert, key);
+    }
+    if let Some(timeout) = options.timeout {
+        builder = builder.request_timeout(timeout);
+    }
+    if let Some(timeout) = options.connect_timeout {
+        builder = builder.connect_timeout(timeout);
+    }
+    for (_domain, value) in options.extra {
+        builder = builder.tls_domain(value);
     }
     Ok(builder)
 }

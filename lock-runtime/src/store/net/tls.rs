@@ -108,7 +108,6 @@ impl ClientIdentity {
         }
     }
 
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
     /// Reads both from PEM files.
     pub(crate) fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         Ok(ClientIdentity::new(
@@ -138,7 +137,6 @@ impl fmt::Debug for ClientIdentity {
     }
 }
 
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// Reads the PEM file at `path`, which should hold `what`.
 pub(crate) fn read_pem(path: &Path, what: PemKind) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {

@@ -216,7 +216,6 @@ pub(crate) fn split_endpoint(
     Ok((scheme, hostport))
 }
 
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// Percent-decodes `s` (with `percent-encoding`) into UTF-8. A `%` not
 /// followed by two hex digits is an error here (the decoder would keep it as
 /// it is). The reason quotes nothing.
@@ -263,17 +262,14 @@ pub(crate) fn credentials(userinfo: &str) -> Result<Credentials, UrlProblem> {
     })
 }
 
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// The most characters of an option name or value an error shows.
 const MAX_SHOWN: usize = 32;
 
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// `s` cut to a length an error may show.
 pub(crate) fn bounded(s: &str) -> String {
     s.chars().take(MAX_SHOWN).collect()
 }
 
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// The `name=value` pairs of a query (`a=1&b=2`), values percent-decoded,
 /// in order (empty pairs skipped, a pair without `=` has an empty value).
 pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(&str, String)>, UrlProblem> {
@@ -290,7 +286,6 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(&str, String)>, Ur
         .collect()
 }
 
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))] // only etcd uses it
 /// A duration option (`timeout=250ms`) in the one duration grammar
 /// ([`lock_vocab::parse_duration`]: `250ms`, `2s`, `1m`, `1m 30s`), not zero.
 pub(crate) fn positive_duration(name: &str, value: &str) -> Result<Duration, UrlProblem> {
@@ -307,6 +302,71 @@ pub(crate) fn positive_duration(name: &str, value: &str) -> Result<Duration, Url
             error.reason()
         ))),
     }
+}
+
+/// The options every network backend's URL takes, read from its query by
+/// [`options`]. Each backend decides which make sense for its scheme.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Options<'a> {
+    /// `ca=/path/ca.pem`: the CA certificate file to trust.
+    pub(crate) ca: Option<String>,
+    /// `cert=/path/client.pem&key=/path/client.key`: the client certificate
+    /// file and its key file (always both).
+    pub(crate) client_certificate: Option<(String, String)>,
+    /// `timeout=500ms`: the per-request timeout.
+    pub(crate) timeout: Option<Duration>,
+    /// `connect_timeout=2s`: the connect timeout.
+    pub(crate) connect_timeout: Option<Duration>,
+    /// The backend's own options (one of the `extra` names given to
+    /// [`options`]), in order, values decoded.
+    pub(crate) extra: Vec<(&'a str, String)>,
+}
+
+/// The options every backend URL may take (see [`Options`]).
+const COMMON_OPTIONS: &[&str] = &["ca", "cert", "key", "timeout", "connect_timeout"];
+
+/// Reads a query (`ca=..&cert=..&key=..&timeout=..&connect_timeout=..`) into
+/// [`Options`]; `extra` names the backend's own options. A repeated option:
+/// the last one counts. `cert=` without `key=` (or the reverse), a bad or zero
+/// duration, or a name neither common nor in `extra` is an error (an unknown
+/// name is shown cut to a few characters, with the known names).
+pub(crate) fn options<'a>(
+    query: Option<&'a str>,
+    extra: &[&str],
+) -> Result<Options<'a>, UrlProblem> {
+    let mut options = Options::default();
+    let (mut cert, mut key) = (None, None);
+    for (name, value) in query_pairs(query)? {
+        match name {
+            "ca" => options.ca = Some(value),
+            "cert" => cert = Some(value),
+            "key" => key = Some(value),
+            "timeout" => options.timeout = Some(positive_duration(name, &value)?),
+            "connect_timeout" => options.connect_timeout = Some(positive_duration(name, &value)?),
+            name if extra.contains(&name) => options.extra.push((name, value)),
+            other => {
+                let known = COMMON_OPTIONS.iter().chain(extra).copied();
+                return Err(UrlProblem::new(format!(
+                    "unknown option {:?} (known: {})",
+                    bounded(other),
+                    known.collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    options.client_certificate = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (Some(_), None) => {
+            return Err(UrlProblem::new(
+                "cert= needs key= (the client's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(UrlProblem::new("key= needs cert= (the client certificate)"));
+        }
+        (None, None) => None,
+    };
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -512,6 +572,43 @@ mod tests {
         );
         for bad in ["0s", "soon", "", "250"] {
             assert!(positive_duration("timeout", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn common_options() {
+        let read = options(
+            Some("ca=%2Fca.pem&key=k.pem&timeout=1s&cert=c.pem&domain=x&timeout=250ms"),
+            &["domain"],
+        );
+        assert_eq!(
+            read,
+            Ok(Options {
+                ca: Some("/ca.pem".into()),
+                client_certificate: Some(("c.pem".into(), "k.pem".into())),
+                timeout: Some(Duration::from_millis(250)),
+                connect_timeout: None,
+                extra: vec![("domain", "x".into())],
+            })
+        );
+        assert_eq!(options(None, &[]), Ok(Options::default()));
+        assert_eq!(
+            options(Some("domain=x"), &[]).map_err(UrlProblem::into_reason),
+            Err(
+                "unknown option \"domain\" (known: ca, cert, key, timeout, connect_timeout)".into()
+            )
+        );
+        for (bad, reason) in [
+            ("cert=c.pem", "cert= needs key="),
+            ("key=k.pem", "key= needs cert="),
+            ("connect_timeout=0s", "greater than zero"),
+            ("timeout=750", "invalid duration"),
+            ("password=SECRET", "unknown option"),
+        ] {
+            match options(Some(bad), &["domain"]) {
+                Err(problem) => assert!(problem.0.contains(reason), "{bad}: {problem}"),
+                Ok(read) => panic!("{bad}: {read:?}"),
+            }
         }
     }
 }

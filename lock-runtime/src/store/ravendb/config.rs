@@ -1,5 +1,6 @@
 //! Configuring a [`RavenDbStore`]: the builder, `ravendb+http(s)://` URLs, TLS.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -68,6 +69,22 @@ pub enum RavenDbConfigError {
         /// Why (never contains key material).
         reason: String,
     },
+    /// A TLS file (CA certificate, client certificate or key) could not be
+    /// read; nothing of its content is shown.
+    #[error(
+        "cannot read the {what} file {}: {source} (check the path given to ca=, cert= or key=, \
+         or to the builder)",
+        path.display()
+    )]
+    TlsFile {
+        /// Which part: `client certificate`, `client key`, `CA certificate`.
+        what: &'static str,
+        /// The file, as given.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
@@ -75,9 +92,16 @@ pub enum RavenDbConfigError {
 
 impl From<TlsError> for RavenDbConfigError {
     fn from(error: TlsError) -> Self {
-        RavenDbConfigError::Tls {
-            what: error.what().as_str(),
-            reason: error.to_string(),
+        match error {
+            TlsError::Read { what, path, source } => RavenDbConfigError::TlsFile {
+                what: what.as_str(),
+                path,
+                source,
+            },
+            error => RavenDbConfigError::Tls {
+                what: error.what().as_str(),
+                reason: error.to_string(),
+            },
         }
     }
 }
@@ -103,6 +127,8 @@ pub struct RavenDbStoreBuilder {
     expiry_grace: Option<Duration>,
     create_database: bool,
     discover_topology: bool,
+    /// A TLS file that could not be read, reported by `build`.
+    deferred: Option<TlsError>,
 }
 
 impl Default for RavenDbStoreBuilder {
@@ -118,6 +144,7 @@ impl Default for RavenDbStoreBuilder {
             expiry_grace: Some(DEFAULT_EXPIRY_GRACE),
             create_database: false,
             discover_topology: false,
+            deferred: None,
         }
     }
 }
@@ -163,11 +190,45 @@ impl RavenDbStoreBuilder {
         self
     }
 
+    /// Reads the client certificate and its key from PEM files (see
+    /// [`RavenDbStoreBuilder::client_certificate_pem`]; both paths may name the
+    /// same file). A file that cannot be read is reported by
+    /// [`RavenDbStoreBuilder::build`] as [`RavenDbConfigError::TlsFile`], naming
+    /// the path and never the content.
+    pub fn client_certificate_files(
+        mut self,
+        cert_path: impl AsRef<Path>,
+        key_path: impl AsRef<Path>,
+    ) -> Self {
+        match ClientIdentity::from_files(cert_path.as_ref(), key_path.as_ref()) {
+            Ok(identity) => self.identity = Some(identity),
+            Err(error) => self.defer(error),
+        }
+        self
+    }
+
     /// A CA certificate (PEM) to trust for the server's certificate. When at
     /// least one is given, only these are trusted; otherwise the platform's.
     pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem.push(pem.into());
         self
+    }
+
+    /// Reads a CA certificate from a PEM file (see
+    /// [`RavenDbStoreBuilder::ca_certificate_pem`]). A file that cannot be read
+    /// is reported by [`RavenDbStoreBuilder::build`] as
+    /// [`RavenDbConfigError::TlsFile`].
+    pub fn ca_certificate_file(mut self, path: impl AsRef<Path>) -> Self {
+        match tls::read_pem(path.as_ref(), PemKind::CaCertificate) {
+            Ok(pem) => self.ca_pem.push(pem),
+            Err(error) => self.defer(error),
+        }
+        self
+    }
+
+    /// Keeps the first unreadable TLS file for `build` to report.
+    fn defer(&mut self, error: TlsError) {
+        self.deferred.get_or_insert(error);
     }
 
     /// Per-request timeout, including the answer's body (default 5 s). A node
@@ -208,6 +269,9 @@ impl RavenDbStoreBuilder {
 
     /// Builds the store without contacting any node.
     pub fn build(self) -> Result<RavenDbStore, RavenDbConfigError> {
+        if let Some(error) = self.deferred {
+            return Err(error.into());
+        }
         if self.urls.is_empty() {
             return Err(RavenDbConfigError::NoNodes);
         }
@@ -297,33 +361,60 @@ impl RavenDbStore {
         RavenDbStoreBuilder::default()
     }
 
-    /// A builder from a URL: `ravendb+http://host:port[,host:port...]/database`
-    /// or `ravendb+https://...` (add TLS material on the builder). A
-    /// `user:password@` is rejected (RavenDB authenticates with client
-    /// certificates), and no error quotes it or a host.
+    /// A builder from a URL:
+    /// `ravendb+http://host[:port][,host[:port]...]/database[?options]`, or
+    /// `ravendb+https://...` for TLS. Options, joined with `&`, values
+    /// percent-encoded where needed:
+    ///
+    /// - `ca=/path/ca.pem`: trust this CA for the servers' certificates
+    ///   instead of the platform's roots (`ravendb+https://` only);
+    /// - `cert=/path/client.pem&key=/path/client.key`: the client certificate
+    ///   RavenDB authenticates, and its private key; both or neither
+    ///   (`ravendb+https://` only; the two may name the same file);
+    /// - `timeout=5s` (per request, default 5 s), `connect_timeout=2s`
+    ///   (default 2 s), in the crate's duration grammar
+    ///   ([`parse_duration`](crate::parse_duration): `250ms`, `2s`, `1m`).
+    ///
+    /// A file that cannot be read is reported by
+    /// [`RavenDbStoreBuilder::build`] ([`RavenDbConfigError::TlsFile`], naming
+    /// the path, never the content). A `user:password@` is rejected (RavenDB
+    /// authenticates with client certificates), and no error quotes it or a
+    /// host.
+    ///
+    /// ```
+    /// use distlock::store::ravendb::{RavenDbConfigError, RavenDbStore};
+    ///
+    /// let builder = RavenDbStore::builder_from_url(
+    ///     "ravendb+https://a.example,b.example/locks?ca=/etc/raven/ca.pem\
+    ///      &cert=/etc/raven/client.pem&key=/etc/raven/client.key&timeout=2s",
+    /// )?;
+    /// // The files are read now; a missing one is reported by `build`:
+    /// assert!(matches!(builder.build(), Err(RavenDbConfigError::TlsFile { .. })));
+    /// // TLS files need TLS:
+    /// let error = RavenDbStore::builder_from_url("ravendb+http://h:8080/locks?ca=ca.pem")
+    ///     .unwrap_err();
+    /// assert!(error.to_string().contains("ravendb+https://"));
+    /// # Ok::<(), RavenDbConfigError>(())
+    /// ```
     pub fn builder_from_url(url: &str) -> Result<RavenDbStoreBuilder, RavenDbConfigError> {
         let invalid = |reason: &str| RavenDbConfigError::InvalidUrl {
             reason: reason.to_owned(),
         };
         let parts = net_url::split(url, SCHEMES)?;
-        let scheme = if parts.scheme == "ravendb+https" {
-            "https"
-        } else {
-            "http"
-        };
+        let https = parts.scheme == "ravendb+https";
         if parts.userinfo.is_some() {
             return Err(invalid(
-                "credentials in the URL are not used by RavenDB: use a client certificate",
+                "credentials in the URL are not used by RavenDB: use a client certificate \
+                 (cert=/path/client.pem&key=/path/client.key with ravendb+https://)",
             ));
         }
+        // Checked first, and not quoted: with a lost '@', a host may hold a
+        // password (and the rest of it may then be in the path or the query).
+        let hosts = net_url::hosts(parts.hosts, false)?;
         let database = parts
             .path
             .ok_or_else(|| invalid("no database: add /<database> after the hosts"))?;
-        if database.is_empty()
-            || database.contains('/')
-            || parts.query.is_some()
-            || parts.fragment.is_some()
-        {
+        if database.is_empty() || database.contains('/') || parts.fragment.is_some() {
             return Err(invalid("the path must be exactly one database name"));
         }
         // Not quoted: with a lost '@', the path may hold a password.
@@ -333,10 +424,29 @@ impl RavenDbStore {
                 reason: format!("invalid database name: {reason}"),
             });
         }
+        let options = net_url::options(parts.query, &[])?;
+        if !https && (options.ca.is_some() || options.client_certificate.is_some()) {
+            return Err(invalid(
+                "ca=, cert= and key= are TLS options: use ravendb+https:// \
+                 (ravendb+http:// is plain HTTP)",
+            ));
+        }
         let mut builder = RavenDbStore::builder().database(database);
-        // Not quoted: with a lost '@', a host may hold a password.
-        for host in net_url::hosts(parts.hosts, false)? {
+        let scheme = if https { "https" } else { "http" };
+        for host in hosts {
             builder = builder.url(format!("{scheme}://{host}"));
+        }
+        if let Some(ca) = &options.ca {
+            builder = builder.ca_certificate_file(ca);
+        }
+        if let Some((cert, key)) = &options.client_certificate {
+            builder = builder.client_certificate_files(cert, key);
+        }
+        if let Some(timeout) = options.timeout {
+            builder = builder.request_timeout(timeout);
+        }
+        if let Some(timeout) = options.connect_timeout {
+            builder = builder.connect_timeout(timeout);
         }
         Ok(builder)
     }
@@ -461,6 +571,7 @@ mod tests {
             "ravendb+http://h:1,,h:2/db",
             "ravendb+http://h:1/a/b",
             "ravendb+http://h:1/db?x=1",
+            "ravendb+http://h:1/db?ca=/ca.pem",
             "ravendb+http://h:1/db#x",
             "ravendb+http://h:0/db",
         ] {
@@ -580,6 +691,220 @@ mod tests {
                 );
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A file under the temporary directory holding `text` (removed on drop).
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "distlock-ravendb-config-{}-{name}",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap_or_else(|| panic!("{:?}", self.0))
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    // The PEM layer checks framing and base64 only: any DER-shaped bytes do.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
+
+    fn builder(url: &str) -> RavenDbStoreBuilder {
+        RavenDbStore::builder_from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    #[test]
+    fn url_options_are_read() {
+        let ca = TempFile::new("options-ca.pem", CERT);
+        let cert = TempFile::new("options-client.pem", CERT);
+        let key = TempFile::new("options-client.key", KEY);
+        let url = format!(
+            "ravendb+https://h:1,h:2/locks?ca={}&cert={}&key={}&timeout=250ms&connect_timeout=1m",
+            ca.path(),
+            cert.path(),
+            key.path()
+        );
+        let b = builder(&url);
+        assert_eq!(b.urls, ["https://h:1", "https://h:2"]);
+        assert_eq!(b.database.as_deref(), Some("locks"));
+        assert_eq!(b.ca_pem, [CERT.as_bytes()]);
+        let identity = b.identity.as_ref().map(|i| i.cert_pem.as_slice());
+        assert_eq!(identity, Some(CERT.as_bytes()));
+        assert_eq!(b.request_timeout, Duration::from_millis(250));
+        assert_eq!(b.connect_timeout, Duration::from_secs(60));
+        assert!(b.deferred.is_none(), "{:?}", b.deferred);
+        // Percent-encoded paths; timeouts alone over plain HTTP.
+        let encoded = ca.path().replace('/', "%2F");
+        assert_eq!(
+            builder(&format!("ravendb+https://h/db?ca={encoded}")).ca_pem,
+            [CERT.as_bytes()]
+        );
+        let b = builder("ravendb+http://h:1/db?timeout=2s&connect_timeout=500ms");
+        assert_eq!(
+            (b.request_timeout, b.connect_timeout),
+            (Duration::from_secs(2), Duration::from_millis(500))
+        );
+        assert!(b.build().is_ok());
+        // No options: the defaults.
+        let b = builder("ravendb+https://h/db");
+        assert_eq!(b.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert!(b.identity.is_none() && b.ca_pem.is_empty());
+    }
+
+    #[test]
+    fn url_options_are_rejected_where_they_make_no_sense() {
+        for (url, reason) in [
+            ("ravendb+http://h:1/db?ca=/ca.pem", "use ravendb+https://"),
+            (
+                "ravendb+http://h:1/db?cert=/c.pem&key=/k.pem",
+                "use ravendb+https://",
+            ),
+            ("ravendb+https://h:1/db?cert=/c.pem", "cert= needs key="),
+            ("ravendb+https://h:1/db?key=/k.pem", "key= needs cert="),
+            ("ravendb+http://h:1/db?key=/k.pem", "key= needs cert="),
+            ("ravendb+http://h:1/db?timeout=0s", "greater than zero"),
+            (
+                "ravendb+http://h:1/db?connect_timeout=5",
+                "invalid duration",
+            ),
+            ("ravendb+http://h:1/db?timeout=", "invalid duration"),
+            (
+                "ravendb+https://h:1/db?domain=x",
+                "unknown option \"domain\" (known: ca, cert, key, timeout, connect_timeout)",
+            ),
+            ("ravendb+https://h:1/db?ca=%zz", "two hex digits"),
+            ("ravendb+https://h:1/db?x", "unknown option \"x\""),
+        ] {
+            match RavenDbStore::builder_from_url(url) {
+                Err(e @ RavenDbConfigError::InvalidUrl { .. }) => {
+                    assert!(e.to_string().contains(reason), "{url}: {e}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_reported_by_build_with_their_path() {
+        let key = TempFile::new("unreadable-client.key", KEY);
+        for (url, what, path) in [
+            (
+                "ravendb+https://h/db?ca=/nonexistent/ca.pem".to_owned(),
+                "CA certificate",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                format!(
+                    "ravendb+https://h/db?cert=/nonexistent/c.pem&key={}",
+                    key.path()
+                ),
+                "client certificate",
+                "/nonexistent/c.pem",
+            ),
+            (
+                "ravendb+https://h/db?key=/nonexistent/k.pem&cert=/nonexistent/k.pem".to_owned(),
+                "client certificate",
+                "/nonexistent/k.pem",
+            ),
+        ] {
+            // The URL itself is fine: the file is reported when building.
+            match builder(&url).build() {
+                Err(e @ RavenDbConfigError::TlsFile { .. }) => {
+                    let shown = e.to_string();
+                    assert!(
+                        shown.starts_with(&format!("cannot read the {what} file {path}: ")),
+                        "{shown}"
+                    );
+                    assert!(std::error::Error::source(&e).is_some());
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        // The same on the builder.
+        let result = RavenDbStore::builder()
+            .url("https://h:1")
+            .database("d")
+            .client_certificate_files(key.path(), "/nonexistent/key.pem")
+            .build();
+        assert!(
+            matches!(&result, Err(RavenDbConfigError::TlsFile { what: "client key", path, .. })
+                if path == Path::new("/nonexistent/key.pem")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn tls_file_contents_are_never_shown() {
+        let key = TempFile::new(
+            "secret.key",
+            "-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n-----END PRIVATE KEY-----\n",
+        );
+        let cert = TempFile::new("secret-client.pem", CERT);
+        let url = format!(
+            "ravendb+https://h/db?cert={}&key={}",
+            cert.path(),
+            key.path()
+        );
+        let b = builder(&url);
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        match b.build() {
+            Err(e @ RavenDbConfigError::Tls { .. }) => {
+                let shown = format!("{e} {e:?}");
+                assert!(!shown.contains("SECRET"), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A key file given as the CA: the CA error does not quote the key either.
+        match builder(&format!("ravendb+https://h/db?ca={}", key.path())).build() {
+            Err(e @ RavenDbConfigError::Tls { .. }) => {
+                let shown = format!("{e} {e:?}");
+                assert!(!shown.contains("SECRET"), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn url_option_errors_never_show_the_password_or_a_host() {
+        for url in [
+            "ravendb+https://a:AAAAAA00@h:1/db?ca=/ca.pem",
+            "ravendb+http://a:AAAAAA00@h:1/db?ca=/ca.pem",
+            "ravendb+http://a:AAAA?AA00@h:1/db?timeout=1s",
+            "ravendb+http://a:AAAAAA00h:1/db?timeout=1s",
+            "ravendb+http://a:AAAAAA00/h:1/db?timeout=1s",
+            "ravendb+https://secret-host.AAAA:1/db?cert=/c.pem",
+            "ravendb+https://secret-host.AAAA:1/db?AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=1",
+            "ravendb+http://secret-host.AAAA:1/db?ca=/ca.pem",
+            "ravendb+http://secret-host.AAAA:1/db?timeout=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            // The '@' lost, the password cut by its '/' and '?': the hosts are
+            // rejected before the rest is read as a database and options.
+            "ravendb+http://a:AAAA/AA?AAAAAA00h:1/db",
+            "ravendb+http://a:AAAAAA00/db?AAAAAA00h:1=1",
+        ] {
+            match RavenDbStore::from_url(url) {
+                Err(error) => {
+                    let shown = format!("{error} {error:?}");
+                    assert!(
+                        !shown.contains("AAAAAA00") && !shown.contains("secret-host"),
+                        "{url}: {shown}"
+                    );
+                }
+                Ok(store) => panic!("{url}: accepted as {store:?}"),
+            }
         }
     }
 }
