@@ -39,10 +39,20 @@ pub(super) enum Item {
 }
 
 /// A [`Record`] as stored under an item's `Object`:
-/// `{"nonce":"..","owner":..,"ttl_ms":..,"written_at":"<date>","written_at_ms":..}`.
-/// The fields are declared in the order they are written (alphabetical).
+/// `{"ExpiresAt":"<date>","nonce":"..","owner":..,"ttl_ms":..,"written_at":"<date>","written_at_ms":..}`.
+/// The fields are declared in the order they are written (byte order of the
+/// names: `ExpiresAt` first).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct RecordObject<'a> {
+    /// When this write of the record runs out unless renewed, by the holder's
+    /// wall clock ([`expires_at_ms`]), as a .NET `DateTime` ([`dotnet_utc`]).
+    /// It is the field the original .NET `RavenDbProcessMonitor` (and
+    /// RavenDB's documented compare-exchange lock pattern) decides by: such a
+    /// client takes the key over once this date is before its own clock.
+    /// Informational for distlock: never read back (no distlock decision
+    /// compares clocks), and records without it decode the same.
+    #[serde(rename = "ExpiresAt", skip_deserializing)]
+    expires_at: String,
     /// Written as a string (JSON numbers past 2^53 are not safe in every
     /// reader); a number is read too.
     #[serde(
@@ -107,9 +117,11 @@ struct Metadata {
     expires: String,
 }
 
-/// `record` as stored.
-pub(super) fn encode_record(record: &Record) -> RecordObject<'_> {
+/// `record` as stored by a write made at `wall_ms` (the holder's wall clock
+/// at this write, Unix ms): `ExpiresAt` is [`expires_at_ms`] of the two.
+pub(super) fn encode_record(record: &Record, wall_ms: u64) -> RecordObject<'_> {
     RecordObject {
+        expires_at: dotnet_utc(expires_at_ms(record, wall_ms)),
         nonce: record.nonce,
         owner: Cow::Borrowed(&record.owner),
         ttl_ms: record.ttl_ms,
@@ -188,6 +200,22 @@ pub(super) fn decode_item_or_none(value: &Value, index: u64) -> Result<Option<It
     } else {
         decode_item(value, index).map(Some)
     }
+}
+
+/// When a write of `record` made at `wall_ms` (the holder's wall clock, Unix
+/// ms) runs out unless renewed: the later of the record's `written_at_ms` and
+/// `wall_ms`, plus the ttl (saturating). A first write of a record stamps
+/// `written_at_ms` from the same clock just before it is sent, so this is
+/// `written_at_ms + ttl`; a renewal rewrites the same record (the same
+/// `written_at_ms`), so `wall_ms` moves the date on with each renewal. The
+/// holder gives the lock up at the latest one ttl after it sent its last
+/// successful write, so by the holder's clock this date is never earlier than
+/// that. Also the base of the item's `@expires` (plus the expiry grace).
+pub(super) fn expires_at_ms(record: &Record, wall_ms: u64) -> u64 {
+    record
+        .written_at_ms
+        .max(wall_ms)
+        .saturating_add(record.ttl_ms)
 }
 
 /// The latest date .NET's `DateTime` holds, in Unix milliseconds (9999-12-31T23:59:59.999Z).
@@ -360,8 +388,9 @@ impl CompareExchange for RavenDbStore {
             return Err(StoreError::Unsupported("leases"));
         }
         let key = inner.full_key(key)?;
-        let object = encode_record(record);
-        let expires = now_ms().saturating_add(record.ttl_ms);
+        let wall = now_ms();
+        let object = encode_record(record, wall);
+        let expires = expires_at_ms(record, wall);
         let mut index = match expect {
             Expect::Absent => match inner.known(&key) {
                 // Take a tombstone's place if we know of one.
@@ -527,11 +556,25 @@ mod tests {
             ttl_ms: 30_000,
             written_at_ms: 1_795_701_600_000,
         };
-        let object = serde_json::to_value(encode_record(&record)).unwrap_or_default();
+        let object =
+            serde_json::to_value(encode_record(&record, 1_795_701_600_000)).unwrap_or_default();
         assert_eq!(object["nonce"], "18446744073709551615");
         assert_eq!(object["written_at"], "2026-11-26T14:00:00.0000000Z");
+        assert_eq!(object["ExpiresAt"], "2026-11-26T14:00:30.0000000Z");
         let decoded = decode_record(&object).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(decoded, record);
+        // Records without `ExpiresAt` (earlier versions) or with any value
+        // there decode the same: it is never read back.
+        let mut without = object.clone();
+        if let Some(fields) = without.as_object_mut() {
+            fields.remove("ExpiresAt");
+        }
+        assert_eq!(decode_record(&without).ok().as_ref(), Some(&record));
+        for odd in [json!(null), json!(5), json!("not a date"), json!({"a": 1})] {
+            let mut damaged = object.clone();
+            damaged["ExpiresAt"] = odd;
+            assert_eq!(decode_record(&damaged).ok().as_ref(), Some(&record));
+        }
         // A number nonce is read too; extra fields are ignored.
         let numeric = json!({"owner": "o", "nonce": 7, "ttl_ms": 1, "written_at_ms": 2, "x": 1});
         assert_eq!(decode_record(&numeric).map(|r| r.nonce).ok(), Some(7));
@@ -547,6 +590,51 @@ mod tests {
                 "{foreign}"
             );
         }
+    }
+
+    /// `ExpiresAt`: the record's `written_at_ms` (or the later wall clock of
+    /// a renewal) plus the ttl, as .NET writes a UTC `DateTime`.
+    #[test]
+    fn expires_at_is_the_write_plus_the_ttl_as_a_dotnet_date() {
+        let record = Record {
+            owner: "u@h:1".into(),
+            nonce: 1,
+            ttl_ms: 300_000,
+            written_at_ms: 1_796_156_208_017,
+        };
+        // The first write: stamped just before it is sent.
+        assert_eq!(expires_at_ms(&record, 1_796_156_208_017), 1_796_156_508_017);
+        assert_eq!(
+            encode_record(&record, 1_796_156_208_017).expires_at,
+            "2026-12-01T20:21:48.0170000Z"
+        );
+        // A wall clock a little behind the stamp never makes it earlier.
+        assert_eq!(expires_at_ms(&record, 1_796_156_208_000), 1_796_156_508_017);
+        // A renewal 100 s later rewrites the same record: the date moves on.
+        assert_eq!(
+            encode_record(&record, 1_796_156_308_317).expires_at,
+            "2026-12-01T20:23:28.3170000Z"
+        );
+        // Huge values saturate and clamp to .NET's last date, never panic.
+        let huge = Record {
+            ttl_ms: u64::MAX,
+            written_at_ms: u64::MAX - 1,
+            ..record.clone()
+        };
+        assert_eq!(expires_at_ms(&huge, u64::MAX), u64::MAX);
+        assert_eq!(
+            encode_record(&huge, 0).expires_at,
+            "9999-12-31T23:59:59.9990000Z"
+        );
+        let zero = Record {
+            ttl_ms: 0,
+            written_at_ms: 0,
+            ..record
+        };
+        assert_eq!(
+            encode_record(&zero, 0).expires_at,
+            "1970-01-01T00:00:00.0000000Z"
+        );
     }
 
     #[test]
@@ -582,19 +670,20 @@ mod tests {
         }
     }
 
-    /// The bytes on the wire are those of the hand-built JSON this replaced:
-    /// keys in alphabetical order, the nonce a string, dates with 7 digits.
+    /// The bytes on the wire: those of the hand-built JSON the serde structs
+    /// replaced, plus `ExpiresAt` (first, in byte order of the names); the
+    /// nonce a string, dates with 7 digits.
     #[test]
-    fn put_bodies_are_unchanged_on_the_wire() {
+    fn put_bodies_on_the_wire() {
         let record = Record {
             owner: "u@h:1".into(),
             nonce: 42,
             ttl_ms: 30_000,
             written_at_ms: 1_795_701_600_123,
         };
-        let object = encode_record(&record);
+        let object = encode_record(&record, 1_795_701_600_123);
         let metadata = Some(Metadata {
-            expires: dotnet_utc(1_795_701_630_123),
+            expires: dotnet_utc(expires_at_ms(&record, 1_795_701_600_123)),
         });
         let body = serde_json::to_string(&PutBody {
             metadata,
@@ -603,7 +692,7 @@ mod tests {
         .unwrap_or_default();
         assert_eq!(
             body,
-            r#"{"@metadata":{"@expires":"2026-11-26T14:00:30.1230000Z"},"Object":{"nonce":"42","owner":"u@h:1","ttl_ms":30000,"written_at":"2026-11-26T14:00:00.1230000Z","written_at_ms":1795701600123}}"#
+            r#"{"@metadata":{"@expires":"2026-11-26T14:00:30.1230000Z"},"Object":{"ExpiresAt":"2026-11-26T14:00:30.1230000Z","nonce":"42","owner":"u@h:1","ttl_ms":30000,"written_at":"2026-11-26T14:00:00.1230000Z","written_at_ms":1795701600123}}"#
         );
         let tombstone = TombstoneObject {
             previous_index: 9,

@@ -5,9 +5,17 @@
 //! - The index is the compare-exchange item's Raft index: cluster-wide and only
 //!   growing, also across delete and re-create. It is the fencing token.
 //! - The [`Record`](super::Record) is stored readably as the item's `Object`
-//!   (`{"owner":..,"nonce":..,"ttl_ms":..,"written_at_ms":..}`), with an
-//!   `@expires` metadata date far past the ttl: garbage collection for abandoned
-//!   items on servers that sweep it (5.0 and later), never lock semantics.
+//!   (`{"ExpiresAt":..,"nonce":..,"owner":..,"ttl_ms":..,"written_at":..,"written_at_ms":..}`),
+//!   with an `@expires` metadata date far past the ttl: garbage collection for
+//!   abandoned items on servers that sweep it (5.0 and later), never lock
+//!   semantics.
+//! - `ExpiresAt` is the holder's wall clock at each write (acquisition and
+//!   every renewal) plus the ttl, as a .NET `DateTime`
+//!   (`2026-12-01T20:16:48.3170000Z`): what the original .NET
+//!   `RavenDbProcessMonitor` and RavenDB's documented compare-exchange lock
+//!   pattern decide by, so such a client takes over a crashed distlock
+//!   holder once that date has passed by its clock. For distlock it is
+//!   informational: never read back, and records without it are read the same.
 //! - Every write carries a fresh `raft-request-id`, reused when the same call is
 //!   retried on another node, so a retry is applied at most once; a conflict that
 //!   shows exactly the value we sent is read as our own write having landed.

@@ -25,9 +25,56 @@ use crate::store::{CompareExchange, DeleteOutcome, Entry, Expect, PutOutcome, Re
 
 use crate::store::proptest_support as support;
 
-/// What `put` stores under `Object`, as JSON.
+/// What `put` stores under `Object` for a first write of `record`, as JSON.
 fn encode_record(record: &Record) -> Value {
-    serde_json::to_value(mapping::encode_record(record)).unwrap_or(Value::Null)
+    encode_write(record, record.written_at_ms)
+}
+
+/// What a write of `record` at the wall clock `wall_ms` stores under `Object`.
+fn encode_write(record: &Record, wall_ms: u64) -> Value {
+    serde_json::to_value(mapping::encode_record(record, wall_ms)).unwrap_or(Value::Null)
+}
+
+/// Checks that `text` is a date as .NET's round-trip format writes a UTC
+/// `DateTime` (`yyyy-MM-ddTHH:mm:ss.fffffffZ`, year 0001-9999, a real
+/// calendar date) and returns it in Unix ms.
+fn dotnet_date_ms(text: &str) -> Result<u64, TestCaseError> {
+    let bytes = text.as_bytes();
+    prop_assert_eq!(bytes.len(), 28, "{}", text);
+    for (at, byte) in bytes.iter().enumerate() {
+        let expected = match at {
+            4 | 7 => Some(b'-'),
+            10 => Some(b'T'),
+            13 | 16 => Some(b':'),
+            19 => Some(b'.'),
+            27 => Some(b'Z'),
+            _ => None,
+        };
+        match expected {
+            Some(separator) => prop_assert_eq!(*byte, separator, "{}", text),
+            None => prop_assert!(byte.is_ascii_digit(), "{}", text),
+        }
+    }
+    let field = |range: std::ops::Range<usize>| text[range].parse::<u32>().unwrap_or(u32::MAX);
+    let (year, month, day) = (field(0..4), field(5..7), field(8..10));
+    let (hour, minute, second) = (field(11..13), field(14..16), field(17..19));
+    prop_assert!((1..=9999).contains(&year), "{}", text);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    };
+    prop_assert!((1..=days).contains(&day), "{}", text);
+    prop_assert!(hour < 24 && minute < 60 && second < 60, "{}", text);
+    let parsed =
+        humantime::parse_rfc3339(text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+    let since = parsed
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+    Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Statuses a RavenDB node or a proxy in front of it may answer with.
@@ -42,12 +89,20 @@ fn status() -> impl Strategy<Value = StatusCode> {
 fn object() -> impl Strategy<Value = Value> {
     prop_oneof![
         3 => support::record().prop_map(|r| encode_record(&r)),
-        1 => (support::record(), prop::sample::select(vec!["owner", "nonce", "ttl_ms", "written_at_ms"]), support::json())
+        1 => (support::record(), prop::sample::select(vec!["owner", "nonce", "ttl_ms", "written_at_ms", "ExpiresAt"]), support::json())
             .prop_map(|(r, field, junk)| {
                 let mut object = encode_record(&r);
                 object[field] = junk;
                 object
             }),
+        // As earlier versions wrote it: no `ExpiresAt`.
+        1 => support::record().prop_map(|r| {
+            let mut object = encode_record(&r);
+            if let Some(fields) = object.as_object_mut() {
+                fields.remove("ExpiresAt");
+            }
+            object
+        }),
         1 => support::json(),
         1 => Just(json!({"released": true, "previous_index": 3})),
     ]
@@ -151,6 +206,26 @@ proptest! {
             Ok(Item::Tombstone { .. }) => prop_assert!(false, "a record read as a tombstone"),
             Err(error) => prop_assert!(false, "{}", error),
         }
+    }
+
+    /// Any record written at any wall clock (huge values too): `ExpiresAt`
+    /// is a date .NET parses, the later of `written_at_ms` and the wall
+    /// clock plus the ttl, saturated and clamped to .NET's last date; the
+    /// record still decodes to itself.
+    #[test]
+    fn expires_at_is_always_a_dotnet_date(
+        record in support::record(),
+        written_at_ms in prop_oneof![any::<u64>(), 0u64..4_102_444_800_000, Just(u64::MAX)],
+        ttl_ms in prop_oneof![any::<u64>(), 0u64..86_400_000, Just(u64::MAX)],
+        wall_ms in prop_oneof![any::<u64>(), 0u64..4_102_444_800_000, Just(u64::MAX)],
+    ) {
+        let record = Record { ttl_ms, written_at_ms, ..record };
+        let object = encode_write(&record, wall_ms);
+        let text = object["ExpiresAt"].as_str().unwrap_or_default().to_owned();
+        let last = dotnet_date_ms("9999-12-31T23:59:59.9990000Z")?;
+        let expected = written_at_ms.max(wall_ms).saturating_add(ttl_ms).min(last);
+        prop_assert_eq!(dotnet_date_ms(&text)?, expected, "{}", text);
+        prop_assert_eq!(decode_record(&object).ok(), Some(record));
     }
 
     /// Any compare-exchange value: a lock, a tombstone, nothing, or `Foreign`.
