@@ -15,6 +15,8 @@
 //! # }
 //! ```
 
+pub mod original;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
