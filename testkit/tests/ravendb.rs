@@ -19,6 +19,7 @@ use lock_runtime::store::{
     CompareExchange, DeleteOutcome, Expect, PutOutcome, Record, StoreError, Stored,
 };
 use testkit::ports::free_ports;
+use testkit::ravendb::original::{Attempt, DotnetUtc, Original, POLL};
 use testkit::ravendb::reqwest;
 use testkit::ravendb::{Server as RavenServer, TlsFixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1242,4 +1243,231 @@ async fn force_release_on_ravendb_refuses_a_changed_index_and_frees_the_one_show
         Some(ForceRelease::Released)
     );
     assert_eq!(operator.status(&foreign_key).await.ok(), Some(None));
+}
+
+// ---------------------------------------------------------------------------
+// Sharing keys with the original .NET RavenDbProcessMonitor (issue 11): the
+// `ExpiresAt` of distlock's records, read by the port of the original lock.
+
+/// The item at `key` as the server stores it: `(index, Object)`, or `None` when absent.
+async fn raw_object(server: &RavenServer, key: &str) -> Option<(u64, serde_json::Value)> {
+    let (status, body) = raw(server, reqwest::Method::GET, &format!("key={key}"), "").await;
+    if status == 404 {
+        return None;
+    }
+    assert_eq!(status, 200, "GET {key}: {body}");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {key}: {e}: {body}"));
+    let item = &parsed["Results"][0];
+    let index = item["Index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("GET {key}: no index: {body}"));
+    Some((index, item["Value"]["Object"].clone()))
+}
+
+/// A distlock record's `ExpiresAt`, read as the original reads it.
+fn expires_at(object: &serde_json::Value) -> DotnetUtc {
+    object["ExpiresAt"]
+        .as_str()
+        .and_then(DotnetUtc::parse)
+        .unwrap_or_else(|| panic!("no .NET UTC date in ExpiresAt: {object}"))
+}
+
+/// distlock holds -> the original's `Enter` is refused for as long as it tries: the
+/// record carries an `ExpiresAt` one ttl past the holder's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_is_refused_while_distlock_holds() {
+    let server = RavenServer::start().await;
+    let key = unique("ravendb/original-refused");
+    let ttl = Duration::from_secs(30);
+    let client = LockClient::builder(store(&server))
+        .defaults(LockOptions::default().ttl(ttl))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = client.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    let read_after = DotnetUtc::now();
+    let (index, object) = raw_object(&server, &key)
+        .await
+        .unwrap_or_else(|| panic!("{key} is absent while held"));
+    assert_eq!(index, guard.token());
+    let written = object["written_at_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no written_at_ms: {object}"));
+    let expiry = expires_at(&object);
+    assert!(
+        expiry >= DotnetUtc::from_unix_ms(written).saturating_add(ttl),
+        "ExpiresAt {expiry} is before written_at_ms {written} + {ttl:?}: {object}"
+    );
+    assert!(
+        expiry <= read_after.saturating_add(ttl),
+        "ExpiresAt {expiry} is later than the clock after the acquisition ({read_after}) \
+         + {ttl:?}: {object}"
+    );
+
+    let original = Original::new(&server);
+    match original.attempt(&key).await {
+        Attempt::Refused {
+            index: at,
+            expires_at,
+            ..
+        } => assert_eq!((at, expires_at), (index, Some(expiry))),
+        other => panic!("the original got a held key: {other:?}"),
+    }
+    assert_eq!(
+        original.try_enter_for(&key, Duration::from_secs(1)).await,
+        None,
+        "the original's Enter got a key distlock holds"
+    );
+    // Still distlock's record and lock.
+    let (_, object) = raw_object(&server, &key)
+        .await
+        .unwrap_or_else(|| panic!("{key} is absent while held"));
+    assert_eq!(object["owner"], client.owner(), "{object}");
+    assert!(!guard.is_lost());
+    guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A crashed distlock holder (its renewals stop, it never releases) -> renewals had
+/// moved `ExpiresAt` on; the original's `Enter` is refused until that date has passed
+/// by its clock and takes the key over after it; its `Exit` frees the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_takes_over_a_crashed_distlock_holder_once_expires_at_passed() {
+    let server = RavenServer::start().await;
+    let key = unique("ravendb/original-takeover");
+    let ttl = Duration::from_secs(3);
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<u64>();
+    let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
+    let url = server.store_url();
+    let holder_key = key.clone();
+    // The holder runs on its own runtime, on its own thread: dropping that runtime
+    // stops its renewals as a crash would.
+    let holder = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let (client, guard) = runtime.block_on(async {
+            let store = RavenDbStore::from_url(&url).unwrap_or_else(|e| panic!("store: {e}"));
+            let client = LockClient::builder(store)
+                .defaults(LockOptions::default().ttl(ttl))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let guard = client
+                .acquire(&holder_key)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = held_tx.send(guard.token());
+            // Renewals go on while this waits.
+            let _ = crash_rx.await;
+            (client, guard)
+        });
+        // The crash: no release ever, and the runtime that ran the renewals is gone.
+        std::mem::forget(guard);
+        std::mem::forget(client);
+        drop(runtime);
+    });
+    let acquired = held_rx
+        .await
+        .unwrap_or_else(|_| panic!("the holder did not acquire {key}"));
+    let (first, object) = raw_object(&server, &key)
+        .await
+        .unwrap_or_else(|| panic!("{key} is absent while held"));
+    assert_eq!(first, acquired);
+    let first_expiry = expires_at(&object);
+    let written = object["written_at_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no written_at_ms: {object}"));
+    assert!(
+        first_expiry >= DotnetUtc::from_unix_ms(written).saturating_add(ttl),
+        "{object}"
+    );
+    // A renewal (every ttl/3) rewrites the record and moves ExpiresAt on.
+    let mut renewed = None;
+    for _ in 0..400 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Some((index, object)) = raw_object(&server, &key).await
+            && index != first
+        {
+            renewed = Some(object);
+            break;
+        }
+    }
+    let renewed = renewed.unwrap_or_else(|| panic!("no renewal of {key} in 10 s"));
+    let renewed_expiry = expires_at(&renewed);
+    assert!(
+        renewed_expiry > first_expiry,
+        "a renewal left ExpiresAt at {renewed_expiry} (first write: {first_expiry})"
+    );
+
+    let _ = crash_tx.send(());
+    let joined = tokio::task::spawn_blocking(move || holder.join())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Err(panic) = joined {
+        std::panic::resume_unwind(panic);
+    }
+    let (last, object) = raw_object(&server, &key)
+        .await
+        .unwrap_or_else(|| panic!("{key} is absent after the crash: the holder released"));
+    assert_eq!(object["owner"], renewed["owner"], "{object}");
+    let expiry = expires_at(&object);
+    assert!(expiry >= renewed_expiry, "{expiry} < {renewed_expiry}");
+
+    // The original: refused while the crashed holder's ExpiresAt lies ahead by its
+    // clock, the key taken over once it has passed. Bounded: ttl + 30 s of passes.
+    let original = Original::new(&server);
+    let mut refused = Vec::new();
+    let mut took_over = None;
+    for _ in 0..(ttl + Duration::from_secs(30)).as_millis() / POLL.as_millis() {
+        match original.attempt(&key).await {
+            Attempt::Refused {
+                now,
+                index,
+                expires_at,
+            } => {
+                let seen = expires_at
+                    .unwrap_or_else(|| panic!("the original met a value without ExpiresAt"));
+                assert!(index >= last && seen >= expiry, "{index} {seen}");
+                refused.push((now, seen));
+            }
+            Attempt::TookOver {
+                index,
+                now,
+                previous,
+                expired,
+            } => {
+                took_over = Some((index, now, previous, expired));
+                break;
+            }
+            Attempt::Entered { .. } => {
+                panic!("{key} was free: the crashed holder's record is gone")
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let (index, now, previous, expired) = took_over.unwrap_or_else(|| {
+        panic!("the original did not take over {key} within ttl + 30 s of ExpiresAt {expiry}")
+    });
+    // Not before: the passes right after the crash, about 2-3 s before ExpiresAt,
+    // were refused, each one before that date by the original's clock.
+    assert!(
+        !refused.is_empty(),
+        "the original's first Enter after the crash took the key over at once \
+         (ExpiresAt {expiry}, its clock {now})"
+    );
+    assert!(refused.iter().all(|(at, seen)| at <= seen), "{refused:?}");
+    eprintln!(
+        "the original: {} passes refused from {} on, took {key} over at {now} \
+         (ExpiresAt {expired})",
+        refused.len(),
+        refused[0].0
+    );
+    assert!(previous >= last && expired >= expiry && expired < now);
+    let (at, object) = raw_object(&server, &key)
+        .await
+        .unwrap_or_else(|| panic!("{key} is absent after the takeover"));
+    assert_eq!(at, index);
+    assert!(object.get("owner").is_none(), "{object}");
+    assert!(original.exit(&key, index).await);
+    assert_eq!(raw_object(&server, &key).await, None);
 }
