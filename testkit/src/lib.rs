@@ -10,7 +10,7 @@
 //! | [`stats`] | percentiles of durations | always |
 //! | `proxy` | a TCP proxy that black-holes, drops answers or delays | `proxy` (default) |
 //! | `etcd` | etcd members: start, kill, pause, restart | `etcd` |
-//! | `ravendb` | a RavenDB 4.1 server over HTTP(S) | `ravendb` |
+//! | `ravendb` | a RavenDB 4.1 server over HTTP(S); `ravendb::original`, a port of the original .NET lock | `ravendb` |
 //!
 //! The always-on part uses only std, so the root package can depend on this crate (with
 //! `default-features = false`) without adding crates to its examples' build. The
