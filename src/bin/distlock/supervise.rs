@@ -24,8 +24,8 @@ use std::time::Duration;
 use distlock::{IfLocked, LockError, LockGuard, LockOptions};
 use rustix::io::Errno;
 use rustix::process::{
-    Pid, Signal, WaitId, WaitIdOptions, WaitOptions, kill_process_group, set_child_subreaper,
-    waitid, waitpgid,
+    Pid, Signal, WaitOptions, kill_process_group, set_child_subreaper, test_kill_process_group,
+    waitpgid,
 };
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
@@ -43,6 +43,11 @@ const KILL_WAIT: Duration = Duration::from_secs(60);
 /// How long to wait for background clean-ups (a cancelled acquisition's
 /// record) before exiting.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How soon the reaper looks again for exited processes after reaping one
+/// (the pause doubles while there is nothing to reap).
+const REAP_POLL_MIN: Duration = Duration::from_millis(1);
+/// The longest pause between the reaper's looks.
+const REAP_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// `distlock run`: the exit code.
 pub async fn run(args: RunArgs) -> u8 {
@@ -376,42 +381,45 @@ impl Group {
 }
 
 /// The reaper: reaps every process of group `pgid` that is our child (the
-/// command, and its orphans, re-parented to us as the subreaper) until none is
-/// left. Processes of the group whose parent lives are not our children, but
-/// their oldest ancestor in the group is: the group is empty exactly when no
-/// child of ours is left in it.
+/// command, and its orphans, re-parented to us as the subreaper), and reports
+/// the group empty once no process at all is left in it (`kill(-pgid, 0)`
+/// finds none). It polls rather than blocking in `waitid(P_PGID)`: a process
+/// that leaves the group (`setsid`, `setpgid`, a job-control shell) wakes no
+/// waiter, so a blocked reaper would never learn that the group emptied.
 fn reap(pgid: Pid, empty: &Mutex<bool>, report: &watch::Sender<GroupState>) {
-    let exited_nowait = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    let mut pause = REAP_POLL_MIN;
     loop {
-        // Block until some process of the group has exited, without reaping it.
-        match waitid(WaitId::Pgid(Some(pgid)), exited_nowait) {
-            Ok(_) => {}
-            Err(Errno::INTR) => continue,
-            Err(_) => break, // ECHILD: none left
-        }
         let mut is_empty = empty.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Ok(Some((pid, status))) = waitpgid(pgid, WaitOptions::NOHANG)
-            && pid == pgid
-        {
-            let code = match status.terminating_signal() {
-                Some(signal) => signalled(signal),
-                None => status
-                    .exit_status()
-                    .and_then(|code| u8::try_from(code).ok())
-                    .unwrap_or(1),
-            };
-            report.send_modify(|state| state.leader = Some(code));
+        match waitpgid(pgid, WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) => {
+                if pid == pgid {
+                    let code = match status.terminating_signal() {
+                        Some(signal) => signalled(signal),
+                        None => status
+                            .exit_status()
+                            .and_then(|code| u8::try_from(code).ok())
+                            .unwrap_or(1),
+                    };
+                    report.send_modify(|state| state.leader = Some(code));
+                }
+                pause = REAP_POLL_MIN;
+                continue;
+            }
+            Err(Errno::INTR) => continue,
+            // No child of ours in the group has exited (or none is left):
+            // processes that are not our children may still be in it.
+            Ok(None) | Err(_) => {}
         }
-        if let Err(Errno::CHILD) = waitid(
-            WaitId::Pgid(Some(pgid)),
-            exited_nowait | WaitIdOptions::NOHANG,
-        ) {
+        // Checked under `empty`: once no process has this group id, it may be
+        // reused, and `Group::signal` must not reach the new group.
+        if let Err(Errno::SRCH) = test_kill_process_group(pgid) {
             *is_empty = true;
             drop(is_empty);
             report.send_modify(|state| state.empty = true);
             return;
         }
+        drop(is_empty);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(REAP_POLL_MAX);
     }
-    *empty.lock().unwrap_or_else(PoisonError::into_inner) = true;
-    report.send_modify(|state| state.empty = true);
 }
