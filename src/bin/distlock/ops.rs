@@ -1,5 +1,6 @@
 //! The operator commands: `status`, `list`, `release --force` and `hold`.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
@@ -81,10 +82,15 @@ fn info_text(info: &LockInfo) -> String {
             let ago = SystemTime::now()
                 .duration_since(*written_at)
                 .map_or(Duration::ZERO, |d| Duration::from_secs(d.as_secs()));
+            // A record another tool wrote may carry any time: humantime cannot
+            // show years past 9999 (its Display fails, and `format!` panics).
+            let mut written = String::new();
+            if write!(written, "{}", humantime::format_rfc3339_seconds(*written_at)).is_err() {
+                written = format!("{} ms after the Unix epoch", unix_millis(*written_at));
+            }
             text += &format!(
-                "\n  ttl:     {}\n  written: {} ({} ago, by the holder's clock; renewals rewrite it)",
+                "\n  ttl:     {}\n  written: {written} ({} ago, by the holder's clock; renewals rewrite it)",
                 humantime::format_duration(*ttl),
-                humantime::format_rfc3339_seconds(*written_at),
                 humantime::format_duration(ago),
             );
         }
