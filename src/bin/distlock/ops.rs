@@ -85,7 +85,13 @@ fn info_text(info: &LockInfo) -> String {
             // A record another tool wrote may carry any time: humantime cannot
             // show years past 9999 (its Display fails, and `format!` panics).
             let mut written = String::new();
-            if write!(written, "{}", humantime::format_rfc3339_seconds(*written_at)).is_err() {
+            if write!(
+                written,
+                "{}",
+                humantime::format_rfc3339_seconds(*written_at)
+            )
+            .is_err()
+            {
                 written = format!("{} ms after the Unix epoch", unix_millis(*written_at));
             }
             text += &format!(
