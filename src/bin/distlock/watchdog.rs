@@ -43,9 +43,13 @@ impl Watchdog {
     /// Starts the watchdog (this executable again).
     pub fn start() -> std::io::Result<Watchdog> {
         use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe()?;
+        // /proc/self/exe still opens when the binary was replaced on disk
+        // (an upgrade while `distlock run` waited); the path then does not.
+        let exe = std::path::Path::new("/proc/self/exe");
         let mut child = Command::new(exe)
             .arg(ARG)
+            // It needs no environment, and must not hold DISTLOCK_PASSWORD.
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .process_group(0)
