@@ -217,12 +217,16 @@ async fn supervise(
     }
     let beat = (ttl / 6).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let slack = ttl / 20;
-    let mut tell = |watchdog: &mut Option<Watchdog>, held: bool| {
+    let liveness = beat * 4 + Duration::from_secs(1);
+    let mut tell = |watchdog: &mut Option<Watchdog>, running: bool| {
         if let Some(watchdog) = watchdog {
             match guard.valid_for() {
-                Some(left) if held => watchdog.alive(left + slack),
+                Some(left) if running => watchdog.alive(left + slack),
+                // Stopping the group: the lock may still be held (a signal to
+                // distlock), so its deadline bounds the liveness bound too.
+                Some(left) => watchdog.alive((left + slack).min(liveness)),
                 // Not holding: a liveness bound only.
-                _ => watchdog.alive(beat * 4 + Duration::from_secs(1)),
+                None => watchdog.alive(liveness),
             }
         }
     };
@@ -241,7 +245,7 @@ async fn supervise(
             }
             signal = signals.next() => {
                 tell(&mut watchdog, false);
-                break match stop(&group, grace, signals, &mut watchdog, &mut tell).await {
+                break match stop(&group, grace, guard, signals, &mut watchdog, &mut tell).await {
                     Ok(()) => Ended::Signalled(signal),
                     Err(why) => Ended::Unkillable(why),
                 };
@@ -249,8 +253,8 @@ async fn supervise(
             reason = guard.lost() => {
                 tell(&mut watchdog, false);
                 let error = LockError::Lost { key: key.to_owned(), token: guard.token(), reason };
-                eprintln!("distlock: {error}; stopping the command (SIGTERM, then SIGKILL after {})", humantime::format_duration(grace));
-                break match stop(&group, grace, signals, &mut watchdog, &mut tell).await {
+                eprintln!("distlock: {error}; killing the command (SIGTERM and SIGKILL at once: another holder may run now)");
+                break match stop(&group, grace, guard, signals, &mut watchdog, &mut tell).await {
                     Ok(()) => Ended::Lost(error),
                     Err(why) => Ended::Unkillable(why),
                 };
@@ -267,10 +271,13 @@ async fn supervise(
 }
 
 /// SIGTERM (and SIGCONT) to the group, `grace`, then SIGKILL; waits until the
-/// group is empty. A second signal cuts the grace short.
+/// group is empty. A second signal cuts the grace short, and so does the loss
+/// of the lock (at once if it is lost already): once it is lost another holder
+/// may run, and no process of the group may run beside it.
 async fn stop(
     group: &Group,
     grace: Duration,
+    guard: &LockGuard,
     signals: &mut Signals,
     watchdog: &mut Option<Watchdog>,
     tell: &mut impl FnMut(&mut Option<Watchdog>, bool),
@@ -287,6 +294,7 @@ async fn stop(
                 eprintln!("distlock: {} during the grace period: killing the command now", signals::name(signal));
                 break;
             }
+            _ = guard.lost() => break,
             () = sleep(Duration::from_millis(500)) => tell(watchdog, false),
         }
     }
