@@ -208,6 +208,9 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(watchdog::ARG.as_ref()) {
         return watchdog::main();
     }
+    if std::env::args_os().nth(1).as_deref() == Some(supervise::EXEC_ARG.as_ref()) {
+        return supervise::exec_main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

@@ -24,8 +24,9 @@ use std::time::Duration;
 use distlock::{IfLocked, LockError, LockGuard, LockOptions};
 use rustix::io::Errno;
 use rustix::process::{
-    Pid, Signal, WaitOptions, kill_process_group, set_child_subreaper, test_kill_process_group,
-    waitpgid,
+    Pid, Signal, WaitId, WaitIdOptions, WaitOptions, getpid, getppid, kill_process,
+    kill_process_group, set_child_subreaper, set_parent_process_death_signal,
+    test_kill_process_group, waitid, waitpgid,
 };
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
@@ -154,6 +155,42 @@ pub async fn run(args: RunArgs) -> u8 {
     }
 }
 
+/// The hidden first argument that starts the command through this binary.
+pub const EXEC_ARG: &str = "__distlock-exec";
+
+/// `distlock __distlock-exec PARENT PROGRAM ARGS...`, started by `run` (pid
+/// PARENT) in the command's new process group: stops itself (`run` continues
+/// it once the watchdog knows the group), then becomes PROGRAM. Should `run`
+/// die before, this process gets SIGKILL (its parent-death signal until the
+/// exec), or finds its parent gone and exits.
+pub fn exec_main() -> std::process::ExitCode {
+    let mut args = std::env::args_os().skip(2);
+    let parent = args
+        .next()
+        .and_then(|parent| parent.to_str()?.parse::<i32>().ok())
+        .and_then(Pid::from_raw);
+    let (Some(parent), Some(program)) = (parent, args.next()) else {
+        return std::process::ExitCode::from(EX_USAGE);
+    };
+    if set_parent_process_death_signal(Some(Signal::KILL)).is_err() || getppid() != Some(parent) {
+        return std::process::ExitCode::from(EX_OSERR);
+    }
+    let stopped =
+        kill_process(getpid(), Signal::STOP).and_then(|()| set_parent_process_death_signal(None));
+    if let Err(error) = stopped {
+        eprintln!("distlock: cannot start {program:?}: {error}");
+        return std::process::ExitCode::from(EX_OSERR);
+    }
+    let error = Command::new(&program).args(args).exec();
+    let code = match error.kind() {
+        ErrorKind::NotFound => EX_NOTFOUND,
+        ErrorKind::PermissionDenied => EX_NOEXEC,
+        _ => EX_OSERR,
+    };
+    eprintln!("distlock: cannot start {program:?}: {error}");
+    std::process::ExitCode::from(code)
+}
+
 /// How the supervised command ended.
 enum Ended {
     /// It exited (and every process of its group) with this shell-style code.
@@ -194,8 +231,14 @@ async fn supervise(
             None
         }
     };
-    let mut child = Command::new(program);
+    // Started through this binary (see `exec_main`), which stops itself until
+    // the watchdog knows the group: a `distlock` killed in between leaves no
+    // command running unguarded.
+    let mut child = Command::new("/proc/self/exe");
     child
+        .arg(EXEC_ARG)
+        .arg(getpid().as_raw_nonzero().to_string())
+        .arg(program)
         .args(rest)
         .env("DISTLOCK_KEY", key)
         .env("DISTLOCK_TOKEN", guard.token().to_string())
@@ -215,6 +258,7 @@ async fn supervise(
     if let Some(watchdog) = &mut watchdog {
         watchdog.guard(group.pgid_raw());
     }
+    group.signal(Signal::CONT);
     let beat = (ttl / 6).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let slack = ttl / 20;
     let liveness = beat * 4 + Duration::from_secs(1);
@@ -358,6 +402,10 @@ impl Group {
             .ok_or_else(|| std::io::Error::other("the child has no valid process id"))?;
         // Reaped below by waitpgid, not by `Child::wait`.
         drop(child);
+        // Until it has stopped itself (or died): not consumed (NOWAIT), the
+        // reaper reaps it.
+        let stopped = WaitIdOptions::STOPPED | WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+        while let Err(Errno::INTR) = waitid(WaitId::Pid(pid), stopped) {}
         let empty = Arc::new(Mutex::new(false));
         let (report, states) = watch::channel(GroupState::default());
         let reaper_empty = Arc::clone(&empty);
