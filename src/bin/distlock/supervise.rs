@@ -7,7 +7,10 @@
 //!    are re-parented to it, so it can tell when the group is empty).
 //! 2. SIGTERM, SIGINT or SIGHUP to `distlock`, or the lock lost: SIGTERM (and
 //!    SIGCONT, for stopped processes) to the whole group, `--grace` for it to
-//!    exit, then SIGKILL. A second signal cuts the grace short.
+//!    exit, then SIGKILL. A second signal cuts the grace short. Once the lock
+//!    is lost (before or during the grace), the grace is cut to a twentieth of
+//!    the ttl: the loss is reported a tenth of the ttl before anyone else can
+//!    take the lock, and the group must be dead by then.
 //! 3. The lock is released only once no process of the group is left; if the
 //!    group outlives SIGKILL for [`KILL_WAIT`], the lock is not released (it
 //!    runs out after its ttl) and `distlock` says so.
@@ -91,13 +94,13 @@ pub async fn run(args: RunArgs) -> u8 {
     let guard = match acquired {
         Ok(guard) => guard,
         Err(error) if if_locked == IfLocked::Skip && error.is_contention() => {
-            eprintln!("distlock: skipped: {error}");
+            errln!("distlock: skipped: {error}");
             return 0;
         }
         Err(error) => return fail(for_error(&error, wait.conflict_exit_code), error),
     };
     if wait.verbose {
-        eprintln!(
+        errln!(
             "distlock: acquired `{key}` after {:.3}s, fencing token {}",
             started.elapsed().as_secs_f64(),
             guard.token()
@@ -115,6 +118,20 @@ pub async fn run(args: RunArgs) -> u8 {
     .await;
     match code {
         Ended::Exited(code) => match guard.release().await {
+            Ok(()) if args.hold_at_least.is_some() => {
+                // The release is scheduled for the end of --hold-at-least: the
+                // client's background task does it, in this process.
+                tokio::select! {
+                    _ = client.wait_idle(Duration::MAX) => code,
+                    signal = signals.next() => fail(
+                        signalled(signal),
+                        format!(
+                            "{} during --hold-at-least: the lock runs out after its ttl",
+                            signals::name(signal)
+                        ),
+                    ),
+                }
+            }
             Ok(()) => code,
             // Lost while the command ran (distlock was stopped, say): its work
             // may have overlapped another holder's.
@@ -123,7 +140,7 @@ pub async fn run(args: RunArgs) -> u8 {
                 format!("{error}; the command had ended (exit code {code})"),
             ),
             Err(error) => {
-                eprintln!("distlock: the command finished but the release failed: {error}");
+                errln!("distlock: the command finished but the release failed: {error}");
                 code
             }
         },
@@ -178,7 +195,7 @@ pub fn exec_main() -> std::process::ExitCode {
     let stopped =
         kill_process(getpid(), Signal::STOP).and_then(|()| set_parent_process_death_signal(None));
     if let Err(error) = stopped {
-        eprintln!("distlock: cannot start {program:?}: {error}");
+        errln!("distlock: cannot start {program:?}: {error}");
         return std::process::ExitCode::from(EX_OSERR);
     }
     let error = Command::new(&program).args(args).exec();
@@ -187,7 +204,7 @@ pub fn exec_main() -> std::process::ExitCode {
         ErrorKind::PermissionDenied => EX_NOEXEC,
         _ => EX_OSERR,
     };
-    eprintln!("distlock: cannot start {program:?}: {error}");
+    errln!("distlock: cannot start {program:?}: {error}");
     std::process::ExitCode::from(code)
 }
 
@@ -224,7 +241,7 @@ async fn supervise(
     let mut watchdog = match Watchdog::start() {
         Ok(watchdog) => Some(watchdog),
         Err(error) => {
-            eprintln!(
+            errln!(
                 "distlock: cannot start the watchdog ({error}): if distlock is killed, \
                  the command keeps running"
             );
@@ -262,6 +279,7 @@ async fn supervise(
     let beat = (ttl / 6).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let slack = ttl / 20;
     let liveness = beat * 4 + Duration::from_secs(1);
+    let pace = (slack, beat);
     let mut tell = |watchdog: &mut Option<Watchdog>, running: bool| {
         if let Some(watchdog) = watchdog {
             match guard.valid_for() {
@@ -269,8 +287,9 @@ async fn supervise(
                 // Stopping the group: the lock may still be held (a signal to
                 // distlock), so its deadline bounds the liveness bound too.
                 Some(left) => watchdog.alive((left + slack).min(liveness)),
-                // Not holding: a liveness bound only.
-                None => watchdog.alive(liveness),
+                // Lost, stopping the group: it must be gone within the
+                // shortened grace; a distlock stopped now is not waited for.
+                None => watchdog.alive(slack + beat),
             }
         }
     };
@@ -289,7 +308,7 @@ async fn supervise(
             }
             signal = signals.next() => {
                 tell(&mut watchdog, false);
-                break match stop(&group, grace, guard, signals, &mut watchdog, &mut tell).await {
+                break match stop(&group, grace, pace, guard, signals, &mut watchdog, &mut tell).await {
                     Ok(()) => Ended::Signalled(signal),
                     Err(why) => Ended::Unkillable(why),
                 };
@@ -297,8 +316,8 @@ async fn supervise(
             reason = guard.lost() => {
                 tell(&mut watchdog, false);
                 let error = LockError::Lost { key: key.to_owned(), token: guard.token(), reason };
-                eprintln!("distlock: {error}; killing the command (SIGTERM and SIGKILL at once: another holder may run now)");
-                break match stop(&group, grace, guard, signals, &mut watchdog, &mut tell).await {
+                errln!("distlock: {error}; stopping the command: SIGTERM, SIGKILL after {} (the time left before another holder can get in)", humantime::format_duration(grace.min(slack)));
+                break match stop(&group, grace, pace, guard, signals, &mut watchdog, &mut tell).await {
                     Ok(()) => Ended::Lost(error),
                     Err(why) => Ended::Unkillable(why),
                 };
@@ -316,11 +335,14 @@ async fn supervise(
 
 /// SIGTERM (and SIGCONT) to the group, `grace`, then SIGKILL; waits until the
 /// group is empty. A second signal cuts the grace short, and so does the loss
-/// of the lock (at once if it is lost already): once it is lost another holder
-/// may run, and no process of the group may run beside it.
+/// of the lock (also when it is lost already): once it is lost, another holder
+/// may get in after the rest of the ttl, so the grace is cut to `loss_grace`
+/// (a twentieth of the ttl, within the deadline rule's margin of a tenth).
+/// `beat` is how often the watchdog hears from us meanwhile.
 async fn stop(
     group: &Group,
     grace: Duration,
+    (loss_grace, beat): (Duration, Duration),
     guard: &LockGuard,
     signals: &mut Signals,
     watchdog: &mut Option<Watchdog>,
@@ -329,17 +351,22 @@ async fn stop(
     let mut states = group.states();
     group.signal(Signal::TERM);
     group.signal(Signal::CONT);
-    let grace_ends = Instant::now() + grace;
+    let mut grace_ends = Instant::now() + grace;
+    let mut lost = false;
     loop {
         tokio::select! {
             _ = wait_for(&mut states, |s| s.empty) => return Ok(()),
             () = tokio::time::sleep_until(grace_ends) => break,
             signal = signals.next() => {
-                eprintln!("distlock: {} during the grace period: killing the command now", signals::name(signal));
+                errln!("distlock: {} during the grace period: killing the command now", signals::name(signal));
                 break;
             }
-            _ = guard.lost() => break,
-            () = sleep(Duration::from_millis(500)) => tell(watchdog, false),
+            _ = guard.lost(), if !lost => {
+                lost = true;
+                grace_ends = grace_ends.min(Instant::now() + loss_grace);
+                tell(watchdog, false);
+            }
+            () = sleep(beat) => tell(watchdog, false),
         }
     }
     group.signal(Signal::KILL);
@@ -355,7 +382,7 @@ async fn stop(
                     KILL_WAIT.as_secs()
                 ));
             }
-            () = sleep(Duration::from_millis(500)) => tell(watchdog, false),
+            () = sleep(beat) => tell(watchdog, false),
         }
     }
 }
