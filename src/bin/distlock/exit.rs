@@ -65,10 +65,26 @@ pub fn for_error(error: &LockError, conflict: u8) -> u8 {
     }
 }
 
-/// Prints `distlock: MESSAGE` on stderr and gives `code` back.
+/// Prints `distlock: MESSAGE` on stderr and gives `code` back. Control
+/// characters are escaped: messages quote keys and holders read from the
+/// store, which may hold terminal escapes.
 pub fn fail(code: u8, message: impl std::fmt::Display) -> u8 {
-    eprintln!("distlock: {message}");
+    errln!("distlock: {}", shown(&message.to_string()));
     code
+}
+
+/// `text` with its control characters escaped (`\u{1b}`), safe to print on a
+/// terminal.
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// 128 + `signal`, as a shell reports a process killed by that signal.
@@ -87,6 +103,7 @@ mod tests {
         assert_eq!(parse_wait("2m"), Ok(Wait::For(Duration::from_secs(120))));
         assert_eq!(parse_wait("forever"), Ok(Wait::Forever));
         assert_eq!(parse_wait("0"), Ok(Wait::Never));
+        assert_eq!(shown("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
         for bad in ["-1", "1e400", "NaN", "soon", "", "1.2.3"] {
             assert!(parse_wait(bad).is_err(), "{bad}");
         }

@@ -17,6 +17,30 @@
 //! itself be killed or stopped (see `supervise.rs` and `watchdog.rs`). The exit
 //! codes are in `exit.rs` and in `--help`.
 
+/// `println!` that ignores a closed stdout (a dead pipe) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr instead of panicking.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that ignores a closed stderr instead of panicking.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod backend;
 mod exit;
 mod ops;
@@ -227,7 +251,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("distlock: cannot start the async runtime: {error}");
+            errln!("distlock: cannot start the async runtime: {error}");
             return ExitCode::from(exit::EX_OSERR);
         }
     };

@@ -7,14 +7,14 @@ use std::time::{Duration, SystemTime};
 use distlock::{ForceRelease, Holder, IfLocked, LockInfo, LockOptions};
 use serde_json::{Value, json};
 
-use crate::exit::{EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, fail, for_error, signalled};
+use crate::exit::{EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, fail, for_error, shown, signalled};
 use crate::signals::{self, Signals};
 use crate::{HoldArgs, ListArgs, ReleaseArgs, StatusArgs, backend, waiting};
 
 /// Who holds a lock, in a few words (the spinner, `status`).
 pub fn holder_text(info: &LockInfo) -> String {
     match &info.holder {
-        Holder::Distlock { owner, .. } => owner.clone(),
+        Holder::Distlock { owner, .. } => shown(owner),
         Holder::Foreign { .. } => "a foreign holder (a value distlock did not write)".to_owned(),
         _ => "an unknown holder".to_owned(),
     }
@@ -71,7 +71,7 @@ fn free_json(key: &str) -> Value {
 fn info_text(info: &LockInfo) -> String {
     let mut text = format!(
         "{}: held by {}\n  token:   {}",
-        info.key,
+        shown(&info.key),
         holder_text(info),
         info.token
     );
@@ -95,15 +95,16 @@ fn info_text(info: &LockInfo) -> String {
                 written = format!("{} ms after the Unix epoch", unix_millis(*written_at));
             }
             text += &format!(
-                "\n  ttl:     {}\n  written: {written} ({} ago, by the holder's clock; renewals rewrite it)",
+                "\n  ttl:     {}\n  since:   {written} ({} ago, by the holder's clock)",
                 humantime::format_duration(*ttl),
                 humantime::format_duration(ago),
             );
         }
         Holder::Foreign { reason } => {
             text += &format!(
-                "\n  value:   not a distlock record ({reason}); distlock waits for it and takes \
-                 it over only once it stayed unchanged for its foreign ttl"
+                "\n  value:   not a distlock record ({}): another tool wrote it; acquiring \
+                 this key fails while it is there",
+                shown(reason)
             );
         }
         _ => {}
@@ -122,7 +123,7 @@ fn info_text(info: &LockInfo) -> String {
 }
 
 fn print_json(value: &Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 /// `distlock status KEY`.
@@ -133,9 +134,9 @@ pub async fn status(args: StatusArgs) -> u8 {
     };
     match client.status(&args.key).await {
         Ok(Some(info)) if args.json => print_json(&info_json(&info)),
-        Ok(Some(info)) => println!("{}", info_text(&info)),
+        Ok(Some(info)) => outln!("{}", info_text(&info)),
         Ok(None) if args.json => print_json(&free_json(&args.key)),
-        Ok(None) => println!("{}: free", args.key),
+        Ok(None) => outln!("{}: free", args.key),
         Err(error) => return fail(for_error(&error, EX_UNAVAILABLE), error),
     }
     0
@@ -154,10 +155,10 @@ pub async fn list(args: ListArgs) -> u8 {
     if args.json {
         print_json(&Value::Array(locks.iter().map(info_json).collect()));
     } else if locks.is_empty() {
-        println!("no lock held under {:?}", args.prefix);
+        outln!("no lock held under {:?}", args.prefix);
     } else {
         for info in &locks {
-            println!("{}", info_text(info));
+            outln!("{}", info_text(info));
         }
     }
     0
@@ -183,7 +184,7 @@ pub async fn release(args: ReleaseArgs) -> u8 {
             if args.json {
                 print_json(&json!({ "key": key, "released": false, "state": "free" }));
             } else {
-                println!("{key}: free already; nothing released");
+                outln!("{key}: free already; nothing released");
             }
             return 0;
         }
@@ -213,8 +214,8 @@ pub async fn release(args: ReleaseArgs) -> u8 {
                 ),
             );
         }
-        eprintln!("{}", info_text(&info));
-        eprint!(
+        errln!("{}", info_text(&info));
+        err!(
             "Force-release `{key}` (token {})? Its holder may still be running. [y/N] ",
             info.token
         );
@@ -231,8 +232,8 @@ pub async fn release(args: ReleaseArgs) -> u8 {
             if args.json {
                 print_json(&json!({ "key": key, "released": true, "token": info.token }));
             } else {
-                println!(
-                    "{key}: released (token {}); its holder, if alive, is told it lost the lock at its next renewal",
+                outln!(
+                    "{key}: released (token {}); its holder, if alive, learns it lost the lock at once on etcd, at its next renewal (ttl/3) elsewhere",
                     info.token
                 );
             }
@@ -297,7 +298,7 @@ pub async fn hold(args: HoldArgs) -> u8 {
     let guard = match acquired {
         Ok(guard) => guard,
         Err(error) if if_locked == IfLocked::Skip && error.is_contention() => {
-            eprintln!("distlock: skipped: {error}");
+            errln!("distlock: skipped: {error}");
             return 0;
         }
         Err(error) => return fail(for_error(&error, wait.conflict_exit_code), error),
@@ -305,7 +306,7 @@ pub async fn hold(args: HoldArgs) -> u8 {
     if args.json {
         print_json(&json!({ "key": key, "token": guard.token() }));
     } else {
-        println!("{key} token {}", guard.token());
+        outln!("{key} token {}", guard.token());
     }
     let _ = std::io::stdout().flush();
     tokio::select! {
@@ -313,7 +314,7 @@ pub async fn hold(args: HoldArgs) -> u8 {
             match guard.release().await {
                 Ok(()) => {
                     if wait.verbose {
-                        eprintln!("distlock: {}: released `{key}`", signals::name(signal));
+                        errln!("distlock: {}: released `{key}`", signals::name(signal));
                     }
                     0
                 }

@@ -144,7 +144,7 @@ pub fn main() -> ExitCode {
         };
         if let Some(pgid) = group {
             let _ = kill_process_group(pgid, Signal::KILL);
-            eprintln!(
+            errln!(
                 "distlock watchdog: distlock {why}: killed the command's process group {}",
                 pgid.as_raw_nonzero()
             );
