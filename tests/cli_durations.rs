@@ -9,9 +9,11 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// Runs `distlock run --backend memory:// --key k ARGS -- true`, killing it
-/// (by its PID) if it has not exited after 30 s.
-fn distlock(args: &[String]) -> Output {
+/// Runs `distlock run --backend memory:// --key k ARGS -- true`. If it has not
+/// exited after `patience`, it gets SIGTERM (by its PID; `true` returns at once,
+/// so only a long `--hold-at-least` keeps it), then SIGKILL 10 s later.
+/// Returns its output and whether it had to be signalled.
+fn distlock_for(args: &[String], patience: Duration) -> (Output, bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_distlock"))
         .args(["run", "--backend", "memory://", "--key", "cli/durations"])
         .args(args)
@@ -21,32 +23,64 @@ fn distlock(args: &[String]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run distlock: {e}"));
-    for _ in 0..3000 {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for distlock: {e}"),
+    let exited = |child: &mut std::process::Child, within: Duration| {
+        let polls = within.as_millis() / 10;
+        for _ in 0..polls {
+            match child.try_wait() {
+                Ok(Some(_)) => return true,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("waiting for distlock: {e}"),
+            }
+        }
+        matches!(child.try_wait(), Ok(Some(_)))
+    };
+    let mut signalled = false;
+    if !exited(&mut child, patience) {
+        signalled = true;
+        testkit::process::signal(child.id(), "-TERM");
+        if !exited(&mut child, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "distlock {args:?} did not exit within 10 s of SIGTERM (pid {})",
+                child.id()
+            );
         }
     }
-    if matches!(child.try_wait(), Ok(None)) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "distlock {args:?} did not exit within 30 s (pid {})",
-            child.id()
-        );
-    }
-    child
+    let output = child
         .wait_with_output()
-        .unwrap_or_else(|e| panic!("collecting distlock's output: {e}"))
+        .unwrap_or_else(|e| panic!("collecting distlock's output: {e}"));
+    (output, signalled)
+}
+
+/// [`distlock_for`] with 30 s of patience, for runs that must end by themselves.
+fn distlock(args: &[String]) -> Output {
+    let (output, signalled) = distlock_for(args, Duration::from_secs(30));
+    assert!(!signalled, "distlock {args:?} did not exit within 30 s");
+    output
 }
 
 /// No panic; success, or a failure whose message is about the duration.
+///
+/// A `--hold-at-least` long enough to keep the lock after the command gets
+/// SIGTERM after 2 s: it must then exit 143 and say that it was holding.
 fn check(option: &str, value: &str) -> Result<(), String> {
     let args = [format!("{option}={value}")];
-    let out = distlock(&args);
+    let holding = option == "--hold-at-least";
+    let patience = Duration::from_secs(if holding { 2 } else { 30 });
+    let (out, signalled) = distlock_for(&args, patience);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let code = out.status.code();
+    if signalled {
+        let said = stderr.contains("hold-at-least");
+        return match (holding, code) {
+            (true, Some(143)) if said => Ok(()),
+            _ => Err(format!(
+                "distlock {args:?} did not exit within {patience:?}; after SIGTERM it exited \
+                 {code:?}:\n{stderr}"
+            )),
+        };
+    }
     if code == Some(101) || stderr.contains("panicked") {
         return Err(format!(
             "distlock {args:?} panicked (exit {code:?}):\n{stderr}"

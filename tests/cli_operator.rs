@@ -1786,3 +1786,129 @@ fn a_command_that_cannot_be_started_exits_127_or_126_and_frees_the_lock() {
         "the lock should be released"
     );
 }
+
+/// `--hold-at-least` keeps the lock after the command ended, in the `distlock`
+/// process (the release is scheduled, not done by a background task that dies
+/// with it): others are refused until then, the lock is free after it, and a
+/// SIGTERM meanwhile exits 143 naming the option.
+#[test]
+fn hold_at_least_keeps_the_lock_after_the_command_until_its_time() {
+    let etcd = etcd();
+    let dir = Scratch::new("hold-at-least");
+    let key = "ops/hold-at-least";
+    let b = etcd.backend.as_str();
+    let started = Instant::now();
+    let mut holder = spawn(
+        distlock(&["run", "-b", b, "--hold-at-least", "3s", key, "--", "true"]),
+        &dir,
+        "holder",
+    );
+    wait_for("the holder holds", Duration::from_secs(10), || {
+        !is_free(&etcd, &dir, key) || holder.try_status().is_some()
+    });
+    assert!(
+        holder.try_status().is_none(),
+        "exited before its time: {}",
+        holder.stderr()
+    );
+    assert!(!is_free(&etcd, &dir, key), "held after the command ended");
+    let status = holder.wait(EXIT_WAIT);
+    assert_eq!(status.code(), Some(0), "{}", holder.stderr());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "held {:?}",
+        started.elapsed()
+    );
+    assert!(
+        is_free(&etcd, &dir, key),
+        "free once --hold-at-least is over"
+    );
+
+    let mut held = spawn(
+        distlock(&["run", "-b", b, "--hold-at-least", "1h", key, "--", "true"]),
+        &dir,
+        "long",
+    );
+    wait_for("the second holder holds", Duration::from_secs(10), || {
+        !is_free(&etcd, &dir, key)
+    });
+    held.signal("-TERM");
+    let status = held.wait(EXIT_WAIT);
+    assert_eq!(status.code(), Some(143), "{}", held.stderr());
+    assert!(held.stderr().contains("hold-at-least"), "{}", held.stderr());
+}
+
+/// A lost lock cuts `--grace`: a command that ignores SIGTERM, under a 30 s
+/// grace, is dead before a waiting rival gets the lock once etcd runs again.
+#[test]
+fn a_lost_lock_cuts_the_grace_so_no_process_outlives_it() {
+    let etcd = etcd();
+    let dir = Scratch::new("lost-grace");
+    let key = "ops/lost-grace";
+    let pid_file = dir.path("pids");
+    let seen = dir.path("seen");
+    let b = etcd.backend.as_str();
+    let holder_script = stubborn_group_script(&pid_file);
+    let mut holder = spawn(
+        distlock(&[
+            "run",
+            "-b",
+            b,
+            "--ttl",
+            "2s",
+            "--grace",
+            "30s",
+            key,
+            "--",
+            "sh",
+            "-c",
+            &holder_script,
+        ]),
+        &dir,
+        "holder",
+    );
+    wait_for("the command and its children starting", START_WAIT, || {
+        holder.assert_running();
+        pids(&pid_file).len() == 4
+    });
+    let group = pids(&pid_file);
+    let _guards: Vec<KillPidOnDrop> = group.iter().copied().map(KillPidOnDrop).collect();
+    let rival_script = alive_check_script(&pid_file, &seen);
+    let mut rival = spawn(
+        distlock(&[
+            "run",
+            "-b",
+            b,
+            "--ttl",
+            "2s",
+            key,
+            "--",
+            "sh",
+            "-c",
+            &rival_script,
+        ]),
+        &dir,
+        "rival",
+    );
+    wait_until_waiting(&mut rival, &etcd);
+
+    etcd.cluster.pause(0);
+    let resume = ResumeOnDrop(&etcd.cluster);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(resume);
+    wait_for("the rival's command", EXIT_WAIT, || {
+        lines(&seen).contains(&"ran".to_owned())
+    });
+    let alive_then: Vec<String> = lines(&seen)
+        .into_iter()
+        .filter(|l| l.starts_with("alive"))
+        .collect();
+    assert!(
+        alive_then.is_empty(),
+        "processes of the lost holder's group ran beside the next holder: {alive_then:?}\n{}",
+        holder.output()
+    );
+    let status = holder.wait(EXIT_WAIT);
+    assert_eq!(status.code(), Some(70), "{}", holder.output());
+    assert_eq!(rival.wait(EXIT_WAIT).code(), Some(0), "{}", rival.output());
+}
