@@ -1912,3 +1912,33 @@ fn a_lost_lock_cuts_the_grace_so_no_process_outlives_it() {
     assert_eq!(status.code(), Some(70), "{}", holder.output());
     assert_eq!(rival.wait(EXIT_WAIT).code(), Some(0), "{}", rival.output());
 }
+
+/// A group whose last process leaves it (`setsid`) is empty: `distlock run`
+/// releases and exits instead of holding the lock for a group it cannot see
+/// end (its reaper once blocked forever in `waitid(P_PGID)`).
+#[test]
+fn a_group_whose_last_process_leaves_it_counts_as_empty() {
+    let etcd = etcd();
+    let dir = Scratch::new("setsid");
+    let key = "ops/setsid";
+    let b = etcd.backend.as_str();
+    let out = run(
+        distlock(&[
+            "run",
+            "-b",
+            b,
+            key,
+            "--",
+            "sh",
+            "-c",
+            "( sleep 0.3; exec setsid sleep 1 ) & exit 0",
+        ]),
+        &dir,
+        "setsid",
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.all());
+    assert!(
+        is_free(&etcd, &dir, key),
+        "released once the group was empty"
+    );
+}
