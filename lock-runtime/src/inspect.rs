@@ -35,7 +35,7 @@ pub enum Holder {
     /// original .NET `RavenDbProcessMonitor`'s `{"ExpiresAt": ..}`, or any
     /// other value): acquiring waits on it and takes it over once it stayed
     /// unchanged (the same token) for the store's foreign ttl
-    /// ([`RavenDbStoreBuilder::foreign_ttl`](crate::store::ravendb::RavenDbStoreBuilder::foreign_ttl),
+    /// (`RavenDbStoreBuilder::foreign_ttl`, URL option `foreign_ttl=`,
     /// default 5 minutes); meanwhile `holder` in
     /// [`LockError::Busy`]/[`LockError::Timeout`] reads `a foreign holder
     /// (not a distlock record), index N`. On etcd acquiring fails on it
