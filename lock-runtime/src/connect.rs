@@ -19,7 +19,10 @@ impl LockClient {
     /// RavenDB options: `ca=/path/ca.pem` (trusted instead of the system's roots)
     /// and `cert=/path/client.pem&key=/path/client.key` (the client certificate
     /// RavenDB authenticates), both with `ravendb+https://` only;
-    /// `timeout=5s` (per request), `connect_timeout=2s`. RavenDB URLs take no
+    /// `timeout=5s` (per request), `connect_timeout=2s`, `foreign_ttl=5m` (how
+    /// long a value that is not a distlock record must stay unchanged before it
+    /// is taken over; see
+    /// `RavenDbStoreBuilder::foreign_ttl`). RavenDB URLs take no
     /// `user:password@`. `cert=` and `key=` go together; an unknown option is an
     /// error naming the known ones; a TLS file that cannot be read fails here,
     /// naming the file. What a URL cannot say (a key prefix, PEM bytes) goes on

@@ -31,8 +31,16 @@ pub enum Holder {
         written_at: SystemTime,
     },
     /// A value that is not a distlock lock record: written by something else,
-    /// or damaged. A distlock client never takes it over; a forced release at
-    /// its token removes it.
+    /// or damaged. On RavenDB it is a lock held by a foreign holder (the
+    /// original .NET `RavenDbProcessMonitor`'s `{"ExpiresAt": ..}`, or any
+    /// other value): acquiring waits on it and takes it over once it stayed
+    /// unchanged (the same token) for the store's foreign ttl
+    /// (`RavenDbStoreBuilder::foreign_ttl`, URL option `foreign_ttl=`,
+    /// default 5 minutes); meanwhile `holder` in
+    /// [`LockError::Busy`]/[`LockError::Timeout`] reads `a foreign holder
+    /// (not a distlock record), index N`. On etcd acquiring fails on it
+    /// ([`LockError::Backend`] with [`StoreError::Foreign`]). A forced
+    /// release at its token removes it.
     Foreign {
         /// Why the value is not a lock record.
         reason: String,

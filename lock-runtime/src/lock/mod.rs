@@ -117,6 +117,8 @@ impl Engine {
             events: Arc::default(),
             wall: WallStamp::new(&*config.wall),
             backoff: config.backoff.or(caps.poll).unwrap_or_default(),
+            // From 1: nonce 0 is never ours (a backend's synthetic record
+            // of a foreign holder has it; see `Record::nonce`).
             nonce: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             observations: Mutex::new(Observations::new(config.lock_delay)),

@@ -29,7 +29,12 @@
 //!   reads from a follower break exclusion.)
 //! - [`CompareExchange::get`]: the key's current [`Entry`], or `None` when it
 //!   has none. The [`Record`] comes back exactly as written (store it whole;
-//!   it derives serde).
+//!   it derives serde). A value that is not a record is either
+//!   [`StoreError::Foreign`] (etcd: acquiring fails on it) or, where foreign
+//!   holders share the keys (RavenDB), an entry with a synthetic record of
+//!   nonce 0 (never one of the client's acquisitions) whose ttl is how long
+//!   it must stay unchanged before it is taken over; then `put`'s conflicts
+//!   and `delete`'s report it the same way.
 //! - [`CompareExchange::put`]: one atomic conditional write. With
 //!   [`Expect::Absent`] it writes only if the key has no entry, with
 //!   [`Expect::Index`] only if its entry has exactly that index. A write
@@ -110,7 +115,10 @@ pub struct Record {
     /// The holder's client identity: `uuid@host:pid`.
     pub owner: Arc<str>,
     /// Unique per acquisition within one owner; `(owner, nonce)` identifies one
-    /// acquisition, which resolves ambiguous writes by reading back.
+    /// acquisition, which resolves ambiguous writes by reading back. The lock
+    /// client's nonces start at 1 and only grow: 0 is never one of its
+    /// acquisitions, so a backend that reports a value it cannot read as a
+    /// lock of a foreign holder (RavenDB) gives that record nonce 0.
     pub nonce: u64,
     /// How long the holder may go without renewing before others may take over,
     /// in milliseconds.

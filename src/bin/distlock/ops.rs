@@ -67,8 +67,9 @@ fn free_json(key: &str) -> Value {
     json!({ "key": key, "state": "free" })
 }
 
-/// A lock as text, one field per line after the first.
-fn info_text(info: &LockInfo) -> String {
+/// A lock as text, one field per line after the first; `backend` is the
+/// store's backend name (what a foreign value means depends on it).
+fn info_text(info: &LockInfo, backend: &str) -> String {
     let mut text = format!(
         "{}: held by {}\n  token:   {}",
         shown(&info.key),
@@ -101,9 +102,16 @@ fn info_text(info: &LockInfo) -> String {
             );
         }
         Holder::Foreign { reason } => {
+            let meaning = if backend == "ravendb" {
+                // The RavenDB store reads it as a lock held by a foreign holder.
+                "a lock held by a foreign holder (such as the original .NET \
+                 RavenDbProcessMonitor); distlock waits for it and takes it over once it stayed \
+                 unchanged (this token) for the foreign ttl (foreign_ttl= in the URL, default 5m)"
+            } else {
+                "another tool wrote it; acquiring this key fails while it is there"
+            };
             text += &format!(
-                "\n  value:   not a distlock record ({}): another tool wrote it; acquiring \
-                 this key fails while it is there",
+                "\n  value:   not a distlock record ({}): {meaning}",
                 shown(reason)
             );
         }
@@ -134,7 +142,7 @@ pub async fn status(args: StatusArgs) -> u8 {
     };
     match client.status(&args.key).await {
         Ok(Some(info)) if args.json => print_json(&info_json(&info)),
-        Ok(Some(info)) => outln!("{}", info_text(&info)),
+        Ok(Some(info)) => outln!("{}", info_text(&info, client.backend())),
         Ok(None) if args.json => print_json(&free_json(&args.key)),
         Ok(None) => outln!("{}: free", args.key),
         Err(error) => return fail(for_error(&error, EX_UNAVAILABLE), error),
@@ -158,7 +166,7 @@ pub async fn list(args: ListArgs) -> u8 {
         outln!("no lock held under {:?}", args.prefix);
     } else {
         for info in &locks {
-            outln!("{}", info_text(info));
+            outln!("{}", info_text(info, client.backend()));
         }
     }
     0
@@ -214,7 +222,7 @@ pub async fn release(args: ReleaseArgs) -> u8 {
                 ),
             );
         }
-        errln!("{}", info_text(&info));
+        errln!("{}", info_text(&info, client.backend()));
         err!(
             "Force-release `{key}` (token {})? Its holder may still be running. [y/N] ",
             info.token

@@ -16,6 +16,9 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long past a record's ttl `@expires` is set (garbage collection only).
 const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// How long a foreign value must stay unchanged before it is taken over by
+/// default: the lease of the original .NET `RavenDbProcessMonitor`.
+pub const DEFAULT_FOREIGN_TTL: Duration = Duration::from_secs(5 * 60);
 /// How many keys a store remembers as existing (see the module docs).
 const MAX_KNOWN_KEYS: usize = 16_384;
 /// The schemes of a RavenDB URL.
@@ -85,6 +88,18 @@ pub enum RavenDbConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The foreign ttl ([`RavenDbStoreBuilder::foreign_ttl`], `foreign_ttl=`
+    /// in the URL) is below [`MIN_TTL`](crate::MIN_TTL).
+    #[error(
+        "the foreign ttl {}ms is below the minimum {}ms: give foreign_ttl= in the URL (or \
+         RavenDbStoreBuilder::foreign_ttl) at least that, such as 5m (the default)",
+        ttl.as_millis(),
+        crate::MIN_TTL.as_millis()
+    )]
+    ForeignTtlTooShort {
+        /// The foreign ttl as given.
+        ttl: Duration,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
@@ -125,6 +140,7 @@ pub struct RavenDbStoreBuilder {
     request_timeout: Duration,
     connect_timeout: Duration,
     expiry_grace: Option<Duration>,
+    foreign_ttl: Duration,
     create_database: bool,
     discover_topology: bool,
     /// A TLS file that could not be read, reported by `build`.
@@ -142,6 +158,7 @@ impl Default for RavenDbStoreBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             expiry_grace: Some(DEFAULT_EXPIRY_GRACE),
+            foreign_ttl: DEFAULT_FOREIGN_TTL,
             create_database: false,
             discover_topology: false,
             deferred: None,
@@ -252,6 +269,45 @@ impl RavenDbStoreBuilder {
         self
     }
 
+    /// How long a value at a lock key that is not a distlock record must stay
+    /// unchanged (the same index, seen by this client's monotonic clock)
+    /// before this store's clients take it over; default
+    /// [`DEFAULT_FOREIGN_TTL`], 5 minutes, the lease of the original .NET
+    /// `RavenDbProcessMonitor`. At least [`MIN_TTL`](crate::MIN_TTL), else
+    /// [`RavenDbStoreBuilder::build`] fails with
+    /// [`RavenDbConfigError::ForeignTtlTooShort`]. URL option: `foreign_ttl=5m`.
+    ///
+    /// Such a value (the original's `{"ExpiresAt": ..}`, or anything another
+    /// tool wrote) is a lock held by a foreign holder: acquiring waits on it
+    /// like on a distlock holder whose ttl is this one, and takes it over by a
+    /// compare-exchange on its index once it stayed unchanged this long (plus
+    /// the client's lock delay). Its `ExpiresAt` is never compared with the
+    /// local clock. Set it to at least the longest time a foreign holder may
+    /// hold a key without rewriting it: the original's lease, or longer.
+    ///
+    /// ```
+    /// use distlock::store::ravendb::{RavenDbConfigError, RavenDbStore};
+    /// use std::time::Duration;
+    ///
+    /// let store = RavenDbStore::builder()
+    ///     .url("http://127.0.0.1:8080")
+    ///     .database("locks")
+    ///     .foreign_ttl(Duration::from_secs(60))
+    ///     .build()?;
+    /// assert_eq!(store.foreign_ttl(), Duration::from_secs(60));
+    /// let short = RavenDbStore::builder()
+    ///     .url("http://127.0.0.1:8080")
+    ///     .database("locks")
+    ///     .foreign_ttl(Duration::from_millis(1))
+    ///     .build();
+    /// assert!(matches!(short, Err(RavenDbConfigError::ForeignTtlTooShort { .. })));
+    /// # Ok::<(), RavenDbConfigError>(())
+    /// ```
+    pub fn foreign_ttl(mut self, ttl: Duration) -> Self {
+        self.foreign_ttl = ttl;
+        self
+    }
+
     /// Whether [`RavenDbStoreBuilder::connect`] creates the database when it does
     /// not exist (default: no; needs an admin certificate on secured servers).
     pub fn create_database(mut self, yes: bool) -> Self {
@@ -290,6 +346,11 @@ impl RavenDbStoreBuilder {
         }
         let database = self.database.ok_or(RavenDbConfigError::NoDatabase)?;
         validate_database(&database)?;
+        if self.foreign_ttl < crate::MIN_TTL {
+            return Err(RavenDbConfigError::ForeignTtlTooShort {
+                ttl: self.foreign_ttl,
+            });
+        }
         let https = https.unwrap_or(false);
         let mut client = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
@@ -320,6 +381,7 @@ impl RavenDbStoreBuilder {
                 database,
                 prefix: self.prefix,
                 expiry_grace: self.expiry_grace,
+                foreign_ttl: self.foreign_ttl,
                 create_database: self.create_database,
                 client_certificate: self.identity.is_some(),
                 known: Mutex::new(BoundedCache::new(MAX_KNOWN_KEYS)),
@@ -373,7 +435,10 @@ impl RavenDbStore {
     ///   (`ravendb+https://` only; the two may name the same file);
     /// - `timeout=5s` (per request, default 5 s), `connect_timeout=2s`
     ///   (default 2 s), in the crate's duration grammar
-    ///   ([`parse_duration`](crate::parse_duration): `250ms`, `2s`, `1m`).
+    ///   ([`parse_duration`](crate::parse_duration): `250ms`, `2s`, `1m`);
+    /// - `foreign_ttl=5m`: how long a value that is not a distlock record
+    ///   must stay unchanged before it is taken over (default 5 min; see
+    ///   [`RavenDbStoreBuilder::foreign_ttl`]), in the same grammar.
     ///
     /// A file that cannot be read is reported by
     /// [`RavenDbStoreBuilder::build`] ([`RavenDbConfigError::TlsFile`], naming
@@ -424,7 +489,7 @@ impl RavenDbStore {
                 reason: format!("invalid database name: {reason}"),
             });
         }
-        let options = net_url::options(parts.query, &[])?;
+        let options = net_url::options(parts.query, &["foreign_ttl"])?;
         if !https && (options.ca.is_some() || options.client_certificate.is_some()) {
             return Err(invalid(
                 "ca=, cert= and key= are TLS options: use ravendb+https:// \
@@ -447,6 +512,12 @@ impl RavenDbStore {
         }
         if let Some(timeout) = options.connect_timeout {
             builder = builder.connect_timeout(timeout);
+        }
+        for (name, value) in &options.extra {
+            // The last one given counts.
+            if *name == "foreign_ttl" {
+                builder = builder.foreign_ttl(net_url::positive_duration(name, value)?);
+            }
         }
         Ok(builder)
     }
@@ -761,7 +832,44 @@ mod tests {
         // No options: the defaults.
         let b = builder("ravendb+https://h/db");
         assert_eq!(b.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(b.foreign_ttl, DEFAULT_FOREIGN_TTL);
         assert!(b.identity.is_none() && b.ca_pem.is_empty());
+    }
+
+    #[test]
+    fn the_foreign_ttl_is_read_from_the_url_and_checked_by_build() {
+        let b = builder("ravendb+http://h:1/db?foreign_ttl=2s");
+        assert_eq!(b.foreign_ttl, Duration::from_secs(2));
+        let store = b.build().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.foreign_ttl(), Duration::from_secs(2));
+        // The last one given counts.
+        let b = builder("ravendb+http://h:1/db?foreign_ttl=1m&foreign_ttl=90s");
+        assert_eq!(b.foreign_ttl, Duration::from_secs(90));
+        assert_eq!(
+            RavenDbStore::from_url("ravendb+http://h:1/db")
+                .map(|s| s.foreign_ttl())
+                .ok(),
+            Some(Duration::from_secs(300))
+        );
+        // Below MIN_TTL: refused by build, naming the option.
+        for url in [
+            "ravendb+http://h:1/db?foreign_ttl=29ms",
+            "ravendb+http://h:1/db?foreign_ttl=1ms",
+        ] {
+            match RavenDbStore::from_url(url) {
+                Err(e @ RavenDbConfigError::ForeignTtlTooShort { .. }) => {
+                    assert!(e.to_string().contains("foreign_ttl="), "{e}");
+                    assert!(e.to_string().contains("minimum 30ms"), "{e}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let at_min = RavenDbStore::builder()
+            .url("http://h:1")
+            .database("db")
+            .foreign_ttl(crate::MIN_TTL)
+            .build();
+        assert!(at_min.is_ok(), "{at_min:?}");
     }
 
     #[test]
@@ -783,9 +891,12 @@ mod tests {
             ("ravendb+http://h:1/db?timeout=", "invalid duration"),
             (
                 "ravendb+https://h:1/db?domain=x",
-                "unknown option \"domain\" (known: ca, cert, key, timeout, connect_timeout)",
+                "unknown option \"domain\" (known: ca, cert, key, timeout, connect_timeout, \
+                 foreign_ttl)",
             ),
             ("ravendb+https://h:1/db?ca=%zz", "two hex digits"),
+            ("ravendb+http://h:1/db?foreign_ttl=0s", "greater than zero"),
+            ("ravendb+http://h:1/db?foreign_ttl=5", "invalid duration"),
             ("ravendb+https://h:1/db?x", "unknown option \"x\""),
         ] {
             match RavenDbStore::builder_from_url(url) {

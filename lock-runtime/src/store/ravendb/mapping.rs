@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -193,13 +194,43 @@ pub(super) fn user_key(store_prefix: &str, listed: &str) -> Option<String> {
     listed.strip_prefix(lowered.as_str()).map(str::to_owned)
 }
 
-/// [`decode_item`], with `null` (no item) as `None`.
-pub(super) fn decode_item_or_none(value: &Value, index: u64) -> Result<Option<Item>, StoreError> {
-    if value.is_null() {
-        Ok(None)
-    } else {
-        decode_item(value, index).map(Some)
+/// The owner of [`foreign_entry`]'s record: what `holder` shows in
+/// [`LockError::Busy`](crate::LockError::Busy) and
+/// [`LockError::Timeout`](crate::LockError::Timeout) (followed by the index).
+pub(super) const FOREIGN_HOLDER: &str = "a foreign holder (not a distlock record)";
+
+/// A value that is not a distlock record, as the lock engine sees it: a lock
+/// held by a foreign holder, whose synthetic record has the store's foreign
+/// ttl (so the engine's takeover rule waits for it to stay unchanged that
+/// long), nonce 0 (the engine's nonces start at 1, so the record is never
+/// taken for one of ours, whatever the owner) and no wall-clock date (0: the
+/// value's own dates, such as the original's `ExpiresAt`, are never read).
+pub(super) fn foreign_entry(index: u64, foreign_ttl: Duration) -> Entry {
+    Entry {
+        record: Record {
+            owner: Arc::from(format!("{FOREIGN_HOLDER}, index {index}")),
+            nonce: 0,
+            ttl_ms: u64::try_from(foreign_ttl.as_millis()).unwrap_or(u64::MAX),
+            written_at_ms: 0,
+        },
+        index,
+        lease: None,
     }
+}
+
+/// [`decode_item`] for the lock engine: a value that is not a distlock record
+/// is a lock held by a foreign holder ([`foreign_entry`]). Never fails.
+pub(super) fn decode_held(value: &Value, index: u64, foreign_ttl: Duration) -> Item {
+    decode_item(value, index).unwrap_or_else(|_| Item::Lock(foreign_entry(index, foreign_ttl)))
+}
+
+/// [`decode_held`], with `null` (no item) as `None`.
+pub(super) fn decode_held_or_none(
+    value: &Value,
+    index: u64,
+    foreign_ttl: Duration,
+) -> Option<Item> {
+    (!value.is_null()).then(|| decode_held(value, index, foreign_ttl))
 }
 
 /// When a write of `record` made at `wall_ms` (the holder's wall clock, Unix
@@ -264,12 +295,13 @@ impl Inner {
         known.remove(key.to_lowercase().as_str());
     }
 
-    /// Reads `key`'s item, remembering what it holds.
+    /// Reads `key`'s item, remembering what it holds (a foreign value is a
+    /// lock held by a foreign holder: [`decode_held`]).
     pub(super) async fn read(&self, key: &str) -> Result<Option<Item>, StoreError> {
         let Some((index, value)) = self.get_item(key).await? else {
             return Ok(None);
         };
-        let item = decode_item(&value, index)?;
+        let item = decode_held(&value, index, self.foreign_ttl);
         self.remember(
             key,
             match &item {
@@ -439,7 +471,7 @@ impl CompareExchange for RavenDbStore {
                 inner.remember(&key, None);
                 return Ok(PutOutcome::Swapped { index: new_index });
             }
-            match decode_item_or_none(&value, new_index)? {
+            match decode_held_or_none(&value, new_index, inner.foreign_ttl) {
                 // Also our own record (a replay of this write on another node,
                 // or an earlier write whose answer was lost): a conflict that
                 // shows it; the engine resolves it.
@@ -487,6 +519,11 @@ impl CompareExchange for RavenDbStore {
                         current: Some(entry),
                     });
                 }
+                Some(Some(Stored::Foreign { index: at, .. })) => {
+                    return Ok(DeleteOutcome::Conflict {
+                        current: Some(foreign_entry(at, inner.foreign_ttl)),
+                    });
+                }
                 _ => return Ok(DeleteOutcome::Conflict { current: None }),
             }
         }
@@ -504,7 +541,7 @@ impl CompareExchange for RavenDbStore {
             inner.remember(&key, Some(new_index));
             return Ok(DeleteOutcome::Deleted);
         }
-        match decode_item_or_none(&value, new_index)? {
+        match decode_held_or_none(&value, new_index, inner.foreign_ttl) {
             Some(Item::Tombstone { index: at }) => {
                 inner.remember(&key, Some(at));
                 // A replay of this very release answers with the tombstone it wrote.
@@ -668,6 +705,98 @@ mod tests {
                 "{foreign}"
             );
         }
+    }
+
+    /// For the lock engine, a value that is not a distlock record is a lock
+    /// held by a foreign holder: the original's `{ExpiresAt}` (whatever its
+    /// date says), a value without `ExpiresAt`, any JSON; a tombstone stays
+    /// a free key and a distlock record stays itself.
+    #[test]
+    fn foreign_values_are_locks_of_a_foreign_holder() {
+        let ttl = Duration::from_secs(300);
+        for value in [
+            json!({"Object": {"ExpiresAt": "2026-12-01T20:16:48.3170000Z"}}),
+            json!({"Object": {"ExpiresAt": "1999-01-01T00:00:00.0000000Z"}}),
+            json!({"Object": {"ExpiresAt": null}}),
+            json!({"Object": {"hello": "world"}}),
+            json!({"Object": {"released": false}}),
+            json!({"Object": {"released": "true"}}),
+            json!({"Object": "not a lock"}),
+            json!({"Object": 42}),
+            json!({"Other": 1}),
+            json!("text"),
+            // Almost a record: a negative nonce.
+            json!({"Object": {"owner": "o", "nonce": "-1", "ttl_ms": 1, "written_at_ms": 2}}),
+        ] {
+            let Item::Lock(entry) = decode_held(&value, 17, ttl) else {
+                panic!("{value} is not a foreign holder's lock");
+            };
+            assert_eq!(entry, foreign_entry(17, ttl), "{value}");
+            assert_eq!(entry.record.nonce, 0);
+            assert_eq!(entry.record.ttl(), ttl);
+            assert_eq!(entry.record.written_at_ms, 0);
+            assert_eq!(entry.lease, None);
+            assert_eq!(
+                &*entry.record.owner,
+                "a foreign holder (not a distlock record), index 17"
+            );
+            // Operators still see it as foreign, with its index.
+            assert!(
+                matches!(
+                    stored_item(&value, 17),
+                    Some(Stored::Foreign { index: 17, .. })
+                ),
+                "{value}"
+            );
+            assert!(decode_item(&value, 17).is_err(), "{value}");
+        }
+        // Never the same acquisition as a record of ours, even under the same owner
+        // text: distlock's nonces start at 1.
+        let synthetic = foreign_entry(3, ttl).record;
+        for nonce in [1, 2, u64::MAX] {
+            let ours = Record {
+                nonce,
+                ..synthetic.clone()
+            };
+            assert!(!synthetic.same_acquisition(&ours));
+        }
+        // The ttl is the store's foreign ttl, saturating.
+        assert_eq!(foreign_entry(1, Duration::MAX).record.ttl_ms, u64::MAX);
+        // A tombstone is a free key; nothing is nothing.
+        let tombstone = json!({"Object": {"released": true, "previous_index": 4}});
+        assert!(matches!(
+            decode_held(&tombstone, 6, ttl),
+            Item::Tombstone { index: 6 }
+        ));
+        assert_eq!(stored_item(&tombstone, 6), None);
+        assert!(decode_held_or_none(&Value::Null, 6, ttl).is_none());
+        // A distlock record decodes to itself, with or without `ExpiresAt`.
+        let record = Record {
+            owner: "u@h:1".into(),
+            nonce: 9,
+            ttl_ms: 30_000,
+            written_at_ms: 1_795_701_600_000,
+        };
+        let written = json!({"Object": encode_record(&record, 1_795_701_600_000)});
+        let Some(Item::Lock(entry)) = decode_held_or_none(&written, 8, ttl) else {
+            panic!("{written} is not a lock");
+        };
+        assert_eq!(
+            entry,
+            Entry {
+                record: record.clone(),
+                index: 8,
+                lease: None
+            }
+        );
+        let mut without = written.clone();
+        if let Some(object) = without["Object"].as_object_mut() {
+            object.remove("ExpiresAt");
+        }
+        assert!(matches!(
+            decode_held(&without, 8, ttl),
+            Item::Lock(Entry { record: r, .. }) if r == record
+        ));
     }
 
     /// The bytes on the wire: those of the hand-built JSON the serde structs

@@ -16,6 +16,30 @@
 //!   pattern decide by, so such a client takes over a crashed distlock
 //!   holder once that date has passed by its clock. For distlock it is
 //!   informational: never read back, and records without it are read the same.
+//! - **A value that is not a distlock record is a lock held by a foreign
+//!   holder**: the original's `{"ExpiresAt": ..}`, a value written by
+//!   another tool following RavenDB's compare-exchange lock pattern, or any
+//!   other JSON (tombstones, `{"released":true,..}`, stay free keys).
+//!   Acquiring waits on it like on a distlock holder, polling, and gets the
+//!   key on its next poll once the foreign holder deletes it (the original's
+//!   `Exit`). A foreign holder never renews, so it is taken over by a
+//!   compare-exchange on its index once this client saw the same index
+//!   unchanged for the store's foreign ttl
+//!   ([`RavenDbStoreBuilder::foreign_ttl`], URL option `foreign_ttl=`,
+//!   default [`DEFAULT_FOREIGN_TTL`], 5 minutes: the original's lease) plus
+//!   the client's lock delay, by its own monotonic clock: the same takeover
+//!   rule as for distlock records, never a comparison of the value's
+//!   `ExpiresAt` with the local clock. To the lock engine it is an entry
+//!   whose synthetic record has the owner `a foreign holder (not a distlock
+//!   record), index N` (what `holder` shows in [`LockError::Busy`](crate::LockError::Busy) and
+//!   [`LockError::Timeout`](crate::LockError::Timeout)), nonce 0 (never one
+//!   of the client's acquisitions) and the foreign ttl as its ttl.
+//!   [`CompareExchange::inspect`](super::CompareExchange::inspect) and
+//!   [`CompareExchange::list`](super::CompareExchange::list) still report it as
+//!   [`Stored::Foreign`](super::Stored::Foreign) with its index
+//!   ([`Holder::Foreign`](crate::Holder::Foreign) in
+//!   [`LockClient::status`](crate::LockClient::status), `foreign` in
+//!   `distlock status`).
 //! - Every write carries a fresh `raft-request-id`, reused when the same call is
 //!   retried on another node, so a retry is applied at most once; a conflict that
 //!   shows exactly the value we sent is read as our own write having landed.
@@ -80,7 +104,7 @@ mod config;
 mod mapping;
 mod transport;
 
-pub use config::{ConnectError, RavenDbConfigError, RavenDbStoreBuilder};
+pub use config::{ConnectError, DEFAULT_FOREIGN_TTL, RavenDbConfigError, RavenDbStoreBuilder};
 pub use transport::{RavenDbError, RavenDbStore};
 
 #[cfg(test)]

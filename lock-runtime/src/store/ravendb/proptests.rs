@@ -1,5 +1,5 @@
 //! Property tests of the RavenDB answer decoders: [`decode_record`],
-//! [`decode_item`] / [`decode_item_or_none`] (a compare-exchange value),
+//! [`decode_item`] / [`decode_held_or_none`] (a compare-exchange value),
 //! `Inner::write_answer` and `Inner::error_answer` (a PUT answer and an
 //! error answer), and, through a fake node on a loopback port, the GET answer
 //! decoding in `Inner::read` behind `get`, `put` and `delete`. Any answer:
@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::mapping::{self, Item, decode_item, decode_item_or_none, decode_record};
+use super::mapping::{self, FOREIGN_HOLDER, Item, decode_held_or_none, decode_item, decode_record};
 use super::transport::Answer;
 use super::{RavenDbError, RavenDbStore};
 use crate::store::{CompareExchange, DeleteOutcome, Entry, Expect, PutOutcome, Record, StoreError};
@@ -228,22 +228,34 @@ proptest! {
         prop_assert_eq!(decode_record(&object).ok(), Some(record));
     }
 
-    /// Any compare-exchange value: a lock, a tombstone, nothing, or `Foreign`.
+    /// Any compare-exchange value, as the lock engine sees it: a lock, a
+    /// tombstone, nothing, or a foreign holder's lock (nonce 0, the foreign
+    /// ttl) exactly when it is not a record; never an error.
     #[test]
-    fn item_values_decode_or_are_foreign(value in item_value(), index in any::<u64>()) {
+    fn item_values_decode_or_are_foreign_holders(value in item_value(), index in any::<u64>()) {
         let released = value.get("Object").and_then(|o| o.get("released")).and_then(Value::as_bool) == Some(true);
-        match decode_item_or_none(&value, index) {
-            Ok(None) => prop_assert!(value.is_null()),
-            Ok(Some(Item::Tombstone { index: at })) => {
+        let ttl = Duration::from_secs(300);
+        match decode_held_or_none(&value, index, ttl) {
+            None => prop_assert!(value.is_null()),
+            Some(Item::Tombstone { index: at }) => {
                 prop_assert!(released);
                 prop_assert_eq!(at, index);
             }
-            Ok(Some(Item::Lock(entry))) => {
+            Some(Item::Lock(entry)) => {
                 prop_assert!(!released);
                 prop_assert_eq!(entry.index, index);
-                prop_assert_eq!(Some(entry.record), value.get("Object").and_then(record_of));
+                prop_assert_eq!(entry.lease, None);
+                match value.get("Object").and_then(record_of) {
+                    Some(record) => prop_assert_eq!(entry.record, record),
+                    None => {
+                        let refused = matches!(decode_item(&value, index), Err(StoreError::Foreign { .. }));
+                        prop_assert!(refused, "{:?} is neither a record nor foreign", value);
+                        prop_assert_eq!(entry.record.nonce, 0);
+                        prop_assert_eq!(entry.record.ttl_ms, 300_000);
+                        prop_assert!(entry.record.owner.starts_with(FOREIGN_HOLDER));
+                    }
+                }
             }
-            Err(error) => check_error(&error)?,
         }
     }
 

@@ -101,6 +101,9 @@ pub(super) struct Inner {
     pub(super) database: String,
     pub(super) prefix: String,
     pub(super) expiry_grace: Option<Duration>,
+    /// How long a value that is not a distlock record must stay unchanged
+    /// before this store's clients take it over (see the module docs).
+    pub(super) foreign_ttl: Duration,
     pub(super) create_database: bool,
     pub(super) client_certificate: bool,
     /// Keys seen to exist on the server (lower-cased: keys are case-insensitive
@@ -116,6 +119,7 @@ impl fmt::Debug for RavenDbStore {
             .field("database", &self.inner.database)
             .field("prefix", &self.inner.prefix)
             .field("request_timeout", &self.inner.failover.request_timeout())
+            .field("foreign_ttl", &self.inner.foreign_ttl)
             .field("client_certificate", &self.inner.client_certificate)
             .finish_non_exhaustive()
     }
@@ -136,6 +140,13 @@ impl RavenDbStore {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
+    }
+
+    /// How long a value that is not a distlock record must stay unchanged
+    /// before this store's clients take it over
+    /// ([`RavenDbStoreBuilder::foreign_ttl`](super::RavenDbStoreBuilder::foreign_ttl)).
+    pub fn foreign_ttl(&self) -> Duration {
+        self.inner.foreign_ttl
     }
 }
 
