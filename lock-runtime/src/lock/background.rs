@@ -184,6 +184,11 @@ pub(super) async fn delete_ours(
     mut index: u64,
     sent_before: bool,
 ) -> Result<(), LockError> {
+    // No renewal of ours may be in flight when the delete is sent: wait for
+    // its answer, then delete at the index it left us.
+    if renewal_settled(engine, lock).await {
+        index = lock.index();
+    }
     // A delete sent before (its future dropped) may have applied: then an
     // absent key is our own doing.
     let mut ambiguous = sent_before;
@@ -240,6 +245,24 @@ pub(super) async fn delete_ours(
     ))
 }
 
+/// Waits until no renewal of `lock` is in flight, so that a delete is never
+/// sent while one is (some stores, RavenDB 4.1, re-create a deleted key on a
+/// conditional put: a renewal sent before the delete and applied after it
+/// would leave a record behind). Bounded by the renewal's own timeout: it
+/// gives up at the lock's deadline. Returns whether it waited (the renewal
+/// may have moved the index).
+pub(super) async fn renewal_settled(engine: &Arc<Engine>, lock: &Arc<Lock>) -> bool {
+    let bound = later(lock.effective_deadline(), Duration::from_millis(50));
+    let mut waited = false;
+    while lock.state().renewing && engine.clock.now() < bound {
+        waited = true;
+        engine
+            .sleep_bounded(Duration::from_millis(1), Some(bound))
+            .await;
+    }
+    waited
+}
+
 /// Reads back and deletes whatever record of ours `lock` may have left;
 /// retries transient failures until it is gone or not ours.
 async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
@@ -255,6 +278,7 @@ async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
         None
     };
     let mut recheck = Duration::from_millis(5);
+    renewal_settled(engine, lock).await;
     loop {
         let outcome = match engine.store().get(&lock.key).await {
             Ok(found) => match classify(found, &lock.record) {
