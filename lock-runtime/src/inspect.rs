@@ -207,9 +207,11 @@ impl LockClient {
     ///
     /// The holder is not told: a live holder learns that its lock was lost at
     /// its next renewal, and its writes fenced with the old token must be
-    /// rejected from now on. On RavenDB the record is replaced by a tombstone,
-    /// as by every release (the holder's own release of that token then reads
-    /// as done).
+    /// rejected from now on. On RavenDB the item is deleted, as by every
+    /// release; a RavenDB 4.1 server re-creates a missing key on a renewal,
+    /// so a live holder that renews before anyone else acquires the key
+    /// holds it again (alone: once another client acquired, the key exists at
+    /// a newer index and the renewal fails, and the holder learns it lost).
     ///
     /// ```
     /// use distlock::{ForceRelease, LockClient, LockOptions, Wait};

@@ -186,10 +186,14 @@ async fn store_contract_holds_on_a_real_server() {
     ));
 }
 
-/// RavenDB 4.1 creates a missing key on a put with `index=N`; a late renewal of a
-/// lock that was taken over and released must still conflict, not resurrect it.
+/// RavenDB 4.1 creates a missing key on a put with `index=N`, and releases delete
+/// the item (no tombstone). A late renewal (sent before, applied after a takeover
+/// and release) can only leave an abandoned record: if someone acquired the key
+/// meanwhile, the key exists at a newer index and the late put fails (the holder
+/// keeps it); if the key is still missing, 4.1 re-creates a record of the old
+/// holder that nobody holds, which the next client takes over by its index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_renewal_never_resurrects_a_released_lock() {
+async fn a_late_renewal_never_makes_a_second_holder_only_an_abandoned_record() {
     let server = RavenServer::start().await;
     // The quirk is real on this server: a raw put with an index creates a missing key.
     let probe = unique("ravendb/quirk");
@@ -208,6 +212,7 @@ async fn stale_renewal_never_resurrects_a_released_lock() {
     let key = unique("ravendb/resurrect");
     let a = store(&server);
     let b = store(&server);
+    let c = store(&server);
     let held = swapped(
         a.put(&key, &record("a", 1), Expect::Absent, None).await,
         "acquire",
@@ -221,30 +226,78 @@ async fn stale_renewal_never_resurrects_a_released_lock() {
         b.delete(&key, taken).await,
         Ok(DeleteOutcome::Deleted)
     ));
-    // A's renewal on its old index arrives late.
+    assert_eq!(raw_object(&server, &key).await, None, "released: no item");
+    // Someone acquires after the release; then A's renewal on its old index
+    // arrives late: it fails and shows the holder, who keeps the key.
+    let c_index = swapped(
+        c.put(&key, &record("c", 3), Expect::Absent, None).await,
+        "acquire after the release",
+    );
+    assert!(c_index > taken);
     match a
         .put(&key, &record("a", 1), Expect::Index(held), None)
         .await
     {
-        Ok(PutOutcome::Conflict { current: None }) => {}
-        other => panic!("a stale renewal must conflict, got {other:?}"),
+        Ok(PutOutcome::Conflict {
+            current: Some(entry),
+        }) => assert_eq!((entry.index, entry.record.nonce), (c_index, 3)),
+        other => panic!("a late renewal must fail on a held key, got {other:?}"),
     }
-    // Also from a store that never saw the key (cold), and for a stale release.
+    // Even sent raw, as a renewal already in the network would be.
+    let (_, body) = raw(
+        &server,
+        reqwest::Method::PUT,
+        &format!("key={key}&index={held}"),
+        r#"{"Object":{"late":true}}"#,
+    )
+    .await;
+    assert!(body.contains("\"Successful\":false"), "{body}");
+    assert_eq!(
+        c.get(&key).await.ok().flatten().map(|e| e.index),
+        Some(c_index),
+        "the holder keeps the key"
+    );
+    assert!(matches!(
+        c.delete(&key, c_index).await,
+        Ok(DeleteOutcome::Deleted)
+    ));
+    // A cold store (never saw the key) reads first and does not create it.
     let cold = store(&server);
     assert!(matches!(
         cold.put(&key, &record("a", 1), Expect::Index(held), None)
             .await,
         Ok(PutOutcome::Conflict { current: None })
     ));
-    assert!(matches!(
-        a.delete(&key, held).await,
-        Ok(DeleteOutcome::Conflict { current: None })
-    ));
-    assert_eq!(
-        b.get(&key).await.ok(),
-        Some(None),
-        "the lock must stay released"
+    assert_eq!(raw_object(&server, &key).await, None);
+    // A late renewal on the missing key: 4.1 re-creates it, an abandoned record
+    // of A's (A's engine gave the lock up at its deadline, before B took over).
+    let abandoned = match a
+        .put(&key, &record("a", 1), Expect::Index(held), None)
+        .await
+    {
+        Ok(PutOutcome::Swapped { index }) => index,
+        Ok(PutOutcome::Conflict { current: None }) => {
+            panic!("the 4.1 quirk (seen above) did not re-create the key")
+        }
+        other => panic!("unexpected answer to a late renewal: {other:?}"),
+    };
+    assert!(abandoned > c_index);
+    // Others see a live distlock record (never free): put-if-absent fails and
+    // shows it, and it is taken over by its index (the engine does so once it
+    // stayed unchanged for its ttl), with a larger token.
+    let d = store(&server);
+    match d.put(&key, &record("d", 4), Expect::Absent, None).await {
+        Ok(PutOutcome::Conflict {
+            current: Some(entry),
+        }) => assert_eq!((entry.index, entry.record.nonce), (abandoned, 1)),
+        other => panic!("an abandoned record must be seen as held, got {other:?}"),
+    }
+    let next = swapped(
+        d.put(&key, &record("d", 4), Expect::Index(abandoned), None)
+            .await,
+        "takeover of the abandoned record",
     );
+    assert!(next > abandoned);
     // A never-written key is not created by a compare-exchange either.
     let never = unique("ravendb/never");
     assert!(matches!(
@@ -257,12 +310,6 @@ async fn stale_renewal_never_resurrects_a_released_lock() {
         status, 404,
         "a conditional put must not create a missing key"
     );
-    // The released lock can be taken normally, with a larger token.
-    let next = swapped(
-        a.put(&key, &record("c", 3), Expect::Absent, None).await,
-        "re-acquire",
-    );
-    assert!(next > taken);
 }
 
 /// A proxy that forwards one request to `upstream`, lets the server apply it, and
@@ -1010,16 +1057,10 @@ async fn old_tombstones_are_pruned_and_held_locks_are_not() {
         .key_prefix(prefix.clone())
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
+    // Tombstones as earlier distlock versions wrote them on release (releases
+    // delete the item now).
     for i in 0..5 {
-        let key = format!("released-{i}");
-        let index = swapped(
-            s.put(&key, &record("a", i), Expect::Absent, None).await,
-            "put",
-        );
-        assert!(matches!(
-            s.delete(&key, index).await,
-            Ok(DeleteOutcome::Deleted)
-        ));
+        old_tombstone(&server, &format!("{prefix}released-{i}")).await;
     }
     let held = swapped(
         s.put("held", &record("b", 9), Expect::Absent, None).await,
@@ -1083,8 +1124,8 @@ async fn listing_pages_past_tombstones_maps_keys_and_reports_foreign_values() {
     // A prefix in mixed case: the server lists keys lower-cased.
     let prefix = format!("{}/", unique("Ravendb/List"));
     let s = store_under(&server, &prefix);
-    // More than one page (256 items), the first 20 released (tombstones, which
-    // take room in the pages and must not be listed), written 8 at a time.
+    // More than one page (256 items), the first 20 released (deleted: not
+    // listed), written 8 at a time.
     let total = 280usize;
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..8 {
@@ -1222,10 +1263,12 @@ async fn force_release_on_ravendb_refuses_a_changed_index_and_frees_the_one_show
         operator.list(&key).await.is_ok_and(|l| l.is_empty()),
         "a tombstone is listed"
     );
-    // The forced release wrote the tombstone that the holder's own release of that
-    // token would have written: that release reads as done (a renewal would have
-    // found the lock lost).
+    // The forced release deleted the item: the holder's own release of that token
+    // meets a missing key, which RavenDB answers as a successful delete (the key
+    // is free either way): it reads as done. (A renewal would have re-created the
+    // key on 4.1 and held it again, alone; none was due.)
     second.release().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(raw_object(&server, &key).await, None);
 
     // A foreign value is shown with its index and freed by it, by a client that
     // has never seen the key.
@@ -1682,4 +1725,110 @@ async fn status_shows_the_original_as_a_foreign_holder_with_its_index() {
     );
     assert!(original.exit(&key, index).await);
     assert_eq!(client.status(&key).await.ok(), Some(None));
+}
+
+/// A tombstone as the releases of earlier distlock versions wrote it in place
+/// of the record (`released_at_ms` now), by a raw put-if-absent; its index.
+async fn old_tombstone(server: &RavenServer, key: &str) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let body = format!(
+        r#"{{"Object":{{"previous_index":1,"released":true,"released_at":"2026-01-01T00:00:00.0000000Z","released_at_ms":{now_ms}}}}}"#
+    );
+    raw_index(
+        &raw(
+            server,
+            reqwest::Method::PUT,
+            &format!("key={key}&index=0"),
+            &body,
+        )
+        .await,
+    )
+}
+
+/// distlock releases -> the item is gone (a GET is 404, no tombstone), and the
+/// original's put-if-absent gets the key on its very next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distlock_release_deletes_the_item_and_the_original_enters_on_its_next_poll() {
+    let server = RavenServer::start().await;
+    let client = LockClient::new(store(&server));
+    let original = Original::new(&server);
+    for round in 0..3 {
+        let key = unique("ravendb/release-deletes");
+        let guard = client.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+        let token = guard.token();
+        assert!(
+            original.attempt(&key).await.index().is_none(),
+            "round {round}: the original got a held key"
+        );
+        guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            raw_object(&server, &key).await,
+            None,
+            "round {round}: the released key must be gone (no tombstone)"
+        );
+        match original.attempt(&key).await {
+            Attempt::Entered { index, .. } => {
+                assert!(index > token, "round {round}: {index} <= {token}");
+                assert!(original.exit(&key, index).await);
+            }
+            other => panic!("round {round}: the original's put-if-absent failed: {other:?}"),
+        }
+        // And distlock's next acquisition, after the original's Exit.
+        let again = client.acquire(&key).await.unwrap_or_else(|e| panic!("{e}"));
+        again.release().await.unwrap_or_else(|e| panic!("{e}"));
+        let entered = original
+            .try_enter_for(&key, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("round {round}: the original's Enter never got the key"));
+        assert!(original.exit(&key, entered).await);
+    }
+}
+
+/// An old tombstone (an earlier distlock's release) blocks the original (no
+/// `ExpiresAt`, a put-if-absent fails); distlock reads it as free, acquires the
+/// key and after its release the original enters. A read alone deletes one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_tombstones_read_as_free_are_cleaned_up_for_the_original() {
+    let server = RavenServer::start().await;
+    let original = Original::new(&server);
+    let key = unique("ravendb/old-tombstone");
+    let tombstone = old_tombstone(&server, &key).await;
+    assert!(
+        matches!(original.attempt(&key).await, Attempt::Refused { index, expires_at: None, .. } if index == tombstone),
+        "the old tombstone must block the original (what this change cleans up)"
+    );
+    let client = LockClient::new(store(&server));
+    let guard = client
+        .try_acquire(&key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("an old tombstone must read as a free key"));
+    assert!(guard.token() > tombstone);
+    guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        raw_object(&server, &key).await,
+        None,
+        "no tombstone after release"
+    );
+    match original.attempt(&key).await {
+        Attempt::Entered { index, .. } => assert!(original.exit(&key, index).await),
+        other => panic!("the original's put-if-absent failed: {other:?}"),
+    }
+
+    // A read of an old tombstone by a store that never saw the key: free, and gone.
+    let read_key = unique("ravendb/old-tombstone-read");
+    old_tombstone(&server, &read_key).await;
+    assert!(matches!(store(&server).get(&read_key).await, Ok(None)));
+    assert_eq!(
+        raw_object(&server, &read_key).await,
+        None,
+        "the read deletes it"
+    );
+    let entered = original
+        .try_enter_for(&read_key, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("the original's Enter never got the cleaned key"));
+    assert!(original.exit(&read_key, entered).await);
 }

@@ -1,5 +1,5 @@
 //! Operations around the contract: the cluster topology, creating the
-//! database, pruning tombstones, checking a node answers.
+//! database, pruning old tombstones, checking a node answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,11 +71,14 @@ impl RavenDbStore {
         }
     }
 
-    /// Deletes the tombstones (released locks, see the module docs) under this
-    /// store's key prefix that were written more than `older_than` ago by the
-    /// local wall clock, and returns how many went. RavenDB 4.1 never sweeps
-    /// `@expires`, so a service locking many distinct keys (`orders/<id>`) keeps
-    /// one small item per key until this runs; newer servers sweep them anyway.
+    /// Deletes the tombstones (`{"released":true,..}`, left by the releases of
+    /// earlier distlock versions, see the module docs) under this store's key
+    /// prefix that were written more than `older_than` ago by the local wall
+    /// clock, and returns how many went. Kept as the documented way to clean
+    /// all old tombstones at once after an upgrade: releases delete the item
+    /// now and write no tombstones, and a client that meets one on a key it
+    /// uses deletes it by itself, but tombstones on keys no client touches
+    /// again stay until this runs (RavenDB 4.1 never sweeps `@expires`).
     ///
     /// Each deletion is conditioned on the tombstone's index, so a lock taken in
     /// the meantime is never touched. Keep `older_than` far above any request

@@ -92,7 +92,10 @@ fn nonce_text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u6
     }
 }
 
-/// A released lock, as stored under an item's `Object` (fields in the order written).
+/// A released lock as earlier distlock versions stored it under an item's
+/// `Object` (fields in the order written); releases delete the item now, and
+/// this shape is only read (tests write it to stand for an old tombstone).
+#[cfg(test)]
 #[derive(Debug, Serialize)]
 struct TombstoneObject {
     /// The index of the lock record it replaced (a replayed release recognises
@@ -302,6 +305,11 @@ impl Inner {
             return Ok(None);
         };
         let item = decode_held(&value, index, self.foreign_ttl);
+        if let Item::Tombstone { index } = item
+            && self.clean_tombstone(key, index).await
+        {
+            return Ok(None);
+        }
         self.remember(
             key,
             match &item {
@@ -310,6 +318,24 @@ impl Inner {
             },
         );
         Ok(Some(item))
+    }
+
+    /// Deletes an old tombstone (written by the releases of earlier distlock
+    /// versions; see the module docs) at exactly `index`, so that the key
+    /// is free for every client again; returns whether it is gone (a failure
+    /// leaves it, still read as a free key, for the next reader).
+    pub(super) async fn clean_tombstone(&self, key: &str, index: u64) -> bool {
+        match self.delete_item(key, index).await {
+            Ok((true, _, _)) | Ok((false, _, Value::Null)) => {
+                self.forget(key);
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::debug!(key, %error, "distlock: cannot delete an old tombstone");
+                false
+            }
+        }
     }
 
     /// One compare-exchange PUT of `object` at `index`, with `@expires` the
@@ -527,42 +553,35 @@ impl CompareExchange for RavenDbStore {
                 _ => return Ok(DeleteOutcome::Conflict { current: None }),
             }
         }
-        let released_at = now_ms();
-        let tombstone = TombstoneObject {
-            previous_index: index,
-            released: true,
-            released_at: dotnet_utc(released_at),
-            released_at_ms: released_at,
-        };
-        let (ok, new_index, value) = inner
-            .cmpxchg_put(&key, index, &tombstone, released_at)
-            .await?;
+        // A real delete (see the module docs: no renewal of ours is in flight
+        // when the engine sends it). The item is gone: a put with index 0 by
+        // any client succeeds.
+        let (ok, new_index, value) = inner.delete_item(&key, index).await?;
         if ok {
-            inner.remember(&key, Some(new_index));
+            inner.forget(&key);
             return Ok(DeleteOutcome::Deleted);
         }
         match decode_held_or_none(&value, new_index, inner.foreign_ttl) {
-            Some(Item::Tombstone { index: at }) => {
-                inner.remember(&key, Some(at));
-                // A replay of this very release answers with the tombstone it wrote.
-                let ours = value
-                    .get("Object")
-                    .and_then(|o| o.get("previous_index"))
-                    .and_then(Value::as_u64)
-                    == Some(index);
-                if ours {
-                    Ok(DeleteOutcome::Deleted)
-                } else {
-                    Ok(DeleteOutcome::Conflict { current: None })
-                }
-            }
             Some(Item::Lock(entry)) => {
                 inner.remember(&key, None);
                 Ok(DeleteOutcome::Conflict {
                     current: Some(entry),
                 })
             }
-            None => Ok(DeleteOutcome::Conflict { current: None }),
+            // An old tombstone (a free key): clean it up.
+            Some(Item::Tombstone { index: at }) => {
+                inner.remember(&key, Some(at));
+                inner.clean_tombstone(&key, at).await;
+                Ok(DeleteOutcome::Conflict { current: None })
+            }
+            // The key is missing: a replay of this very delete (on another
+            // node, same `raft-request-id`) answers so. RavenDB 4.1 answers a
+            // delete of a missing key as successful anyway; either way the key
+            // is free, which is what a release is for.
+            None => {
+                inner.forget(&key);
+                Ok(DeleteOutcome::Deleted)
+            }
         }
     }
 }

@@ -19,7 +19,7 @@
 //! - **A value that is not a distlock record is a lock held by a foreign
 //!   holder**: the original's `{"ExpiresAt": ..}`, a value written by
 //!   another tool following RavenDB's compare-exchange lock pattern, or any
-//!   other JSON (tombstones, `{"released":true,..}`, stay free keys).
+//!   other JSON (old tombstones, `{"released":true,..}`, stay free keys).
 //!   Acquiring waits on it like on a distlock holder, polling, and gets the
 //!   key on its next poll once the foreign holder deletes it (the original's
 //!   `Exit`). A foreign holder never renews, so it is taken over by a
@@ -48,26 +48,46 @@
 //!   last seen held by someone else reads first and writes only when the lock
 //!   looks free, so polling waiters cost reads, not Raft log entries.
 //!
-//! **Releases write a tombstone instead of deleting.** RavenDB 4.1 accepts a put
-//! with `index=N` on a *missing* key and creates it. If releases deleted the
-//! item, a late renewal from a holder whose lock was taken over and released in
-//! the meantime would bring the lock back to life under a holder that lost it
-//! (the answer is the same as for a real renewal, so it cannot be detected
-//! afterwards). So [`CompareExchange::delete`](super::CompareExchange::delete) replaces the record, under the same
-//! index condition, with a small `{"released":true,..}` object: a compare-exchange
-//! on a stale index then always meets an item and conflicts. Tombstones read as
-//! absent, a put-if-absent takes a tombstone's place (conditioned on its index),
-//! and they carry `@expires` like records. For a key this store has never seen,
-//! a compare-exchange is preceded by a read so that it cannot create the key.
-//! What remains: an item removed outside distlock (by hand, or swept by a 5.x+
-//! server a day past its ttl) and then hit by a stale renewal from a store that
-//! had seen it would be created again by a 4.1 server.
+//! **Releases delete the item**, as the original and RavenDB's documented
+//! lock pattern do: [`CompareExchange::delete`](super::CompareExchange::delete)
+//! is `DELETE /cmpxchg?key=K&index=I`, so after a release a put with index 0
+//! by any client succeeds. RavenDB 4.1 has a quirk: it accepts a put with
+//! `index=N` on a *missing* key and creates it. A renewal of ours applied
+//! after our own delete would re-create the record. Two rules keep that
+//! harmless:
+//! - The lock engine sends no delete while a renewal of the lock is in
+//!   flight: a release first waits for the answer of a renewal under way
+//!   (bounded by that renewal's own timeout, the lock's deadline), then
+//!   deletes at the index the renewal left.
+//! - A write applied late (a renewal whose answer was lost and that is still
+//!   in the network, which the engine can no longer wait for) can only leave
+//!   an **abandoned record**, never a second holder. The late put is
+//!   conditioned on our old index `I`. If nobody acquired the key since our
+//!   delete, the key is missing and 4.1 re-creates it: a record of ours, at a
+//!   new index, that no one holds (our lock is released; the engine never
+//!   reads it back as its own). Others see a live distlock record and take it
+//!   over by the usual rule, one ttl after they first saw it unchanged (the
+//!   original, once its `ExpiresAt` passed). If someone acquired meanwhile,
+//!   its put-if-absent created the key at an index above `I` (indexes only
+//!   grow, also across delete and re-create): the key exists at another
+//!   index and the late put fails. The holder is never disturbed.
+//!
+//! For a key this store has never seen, a compare-exchange on an index is
+//! preceded by a read so that it cannot create the key.
+//!
+//! **Old tombstones.** Earlier distlock versions released by writing a
+//! tombstone (`{"released":true,..}`) in place of the record. Such an item is
+//! read as a free key; a client that meets one (a read, or a put that
+//! conflicts with it) deletes it by its index, so that put-if-absent by any
+//! client (the original too) works on that key again, or takes its place
+//! with its own record. [`RavenDbStore::prune_tombstones`] stays the
+//! documented way to clean all of them at once.
 //!
 //! Keys are case-insensitive on the server: `Orders/1` and `orders/1` are the
 //! same lock (more exclusion, never less). A listing
 //! ([`CompareExchange::list`](super::CompareExchange::list), pages of
 //! `GET /cmpxchg?startsWith=`) gives the keys lower-cased, as 4.1 does, in
-//! that order; tombstones are free keys and are not listed.
+//! that order; old tombstones are free keys and are not listed.
 //!
 //! Failover: several node URLs; each request has a timeout and moves to the next
 //! node on a connection failure, a timeout or a 503, starting from the node that
@@ -93,11 +113,11 @@
 //! ```
 //!
 //! The folder: `mapping.rs` is the contract's mapping (the `CompareExchange`
-//! impl, record and tombstone encoding); `config.rs` the builder and the URL;
+//! impl, record encoding, old tombstones); `config.rs` the builder and the URL;
 //! `transport.rs` the HTTP requests, their failover (the shared `store::net`
 //! layer), [`RavenDbError`] and the classification into
 //! [`StoreError`](super::StoreError)s; `admin.rs` the topology, database
-//! creation and tombstone pruning.
+//! creation and pruning of old tombstones.
 
 mod admin;
 mod config;
