@@ -1832,3 +1832,82 @@ async fn old_tombstones_read_as_free_are_cleaned_up_for_the_original() {
         .unwrap_or_else(|| panic!("the original's Enter never got the cleaned key"));
     assert!(original.exit(&read_key, entered).await);
 }
+
+/// 8 clients x 500 contended cycles on one key, 4 distlock clients and 4 ports of
+/// the original, with an overlap detector: 0 overlaps, tokens (the Raft indexes of
+/// both kinds) strictly increase. distlock's ttl keeps its renewed `ExpiresAt` far
+/// ahead (the original never takes over a live distlock holder) and its foreign ttl
+/// is far above the run (distlock never takes over a live original).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_mixed_clients_distlock_and_the_original_500_cycles_never_overlap() {
+    const CYCLES: usize = 500;
+    let server = RavenServer::start().await;
+    let key = unique("ravendb/mixed");
+    let observer = Arc::new(Observer::default());
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let store = RavenDbStore::builder_from_url(&server.store_url())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .foreign_ttl(Duration::from_secs(3600))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = LockClient::builder(store)
+            .defaults(
+                LockOptions::default()
+                    .ttl(Duration::from_secs(60))
+                    .wait(Wait::For(Duration::from_secs(600))),
+            )
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (observer, key) = (Arc::clone(&observer), key.clone());
+        tasks.spawn(async move {
+            for cycle in 0..CYCLES {
+                let guard = client
+                    .acquire(&key)
+                    .await
+                    .unwrap_or_else(|e| panic!("distlock cycle {cycle}: {e}"));
+                observer.enter(guard.token());
+                tokio::task::yield_now().await;
+                observer.exit();
+                guard
+                    .release()
+                    .await
+                    .unwrap_or_else(|e| panic!("distlock release {cycle}: {e}"));
+            }
+        });
+    }
+    for _ in 0..4 {
+        let original = Original::new(&server).lease(Duration::from_secs(600));
+        let (observer, key) = (Arc::clone(&observer), key.clone());
+        tasks.spawn(async move {
+            for cycle in 0..CYCLES {
+                let index = original
+                    .try_enter_for(&key, Duration::from_secs(600))
+                    .await
+                    .unwrap_or_else(|| panic!("original cycle {cycle}: never entered"));
+                observer.enter(index);
+                tokio::task::yield_now().await;
+                observer.exit();
+                assert!(original.exit(&key, index).await, "original exit {cycle}");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(observer.entries(), 8 * CYCLES as u64);
+    assert_eq!(observer.overlaps(), 0, "two holders at once");
+    assert_eq!(observer.most_inside(), 1);
+    assert_eq!(observer.token_regressions(), 0, "a token did not increase");
+    assert_eq!(
+        raw_object(&server, &key).await,
+        None,
+        "the key is free at the end"
+    );
+    eprintln!(
+        "ravendb: 4 distlock + 4 original clients x {CYCLES} contended cycles: {} entries, 0 overlaps, {:?}",
+        observer.entries(),
+        started.elapsed()
+    );
+}
