@@ -162,3 +162,45 @@ async fn wait_idle_waits_for_background_releases() {
             .is_some()
     );
 }
+
+/// A release never sends its delete while a renewal is in flight: on a store
+/// with RavenDB 4.1's quirk (a put at an index re-creates a missing key), a
+/// renewal applied after the delete would leave the released lock's record
+/// behind. The release waits for the renewal's answer and deletes at the index
+/// it left: afterwards the key is free, also once every late request landed.
+#[tokio::test(start_paused = true)]
+async fn a_release_waits_for_an_in_flight_renewal_on_a_store_that_recreates_keys() {
+    use lock_runtime::store::CompareExchange;
+    use lock_runtime::testing::SimStore;
+    use lock_runtime::testing::faults::Op;
+    let server = SimStore::ravendb_41();
+    let store = Faults::new(server.clone());
+    let ttl = Duration::from_millis(900);
+    let client = LockClient::builder(store.clone())
+        .defaults(LockOptions::default().ttl(ttl))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = client
+        .acquire("jobs/r")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acquired = guard.token();
+    // The renewal at ttl/3 (300 ms) is applied 200 ms after it is sent.
+    store.delay(Op::Put, Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(store.calls().of(Op::Put), 2, "the renewal is in flight");
+    assert_eq!(
+        server.get("jobs/r").await.ok().flatten().map(|e| e.index),
+        Some(acquired),
+        "the renewal has not landed yet"
+    );
+    guard.release().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(server.get("jobs/r").await.ok(), Some(None));
+    // Long after every request landed, the key is still free.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.get("jobs/r").await.ok(),
+        Some(None),
+        "a renewal applied after the release re-created the released lock"
+    );
+}
