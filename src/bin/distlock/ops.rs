@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
-use distlock::{ForceRelease, Holder, IfLocked, LockInfo, LockOptions};
+use distlock::{ForceRelease, Holder, LockInfo};
 use serde_json::{Value, json};
 
-use crate::exit::{EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, fail, for_error, shown, signalled};
+use crate::exit::{EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, fail, for_error, shown};
 use crate::signals::{self, Signals};
 use crate::{HoldArgs, ListArgs, ReleaseArgs, StatusArgs, backend, waiting};
 
@@ -285,32 +285,15 @@ pub async fn hold(args: HoldArgs) -> u8 {
         Err(code) => return code,
     };
     let wait = &args.wait;
-    let if_locked = if wait.no_wait {
-        IfLocked::Error
-    } else {
-        wait.if_locked
-    };
-    let defaults = LockOptions::default();
-    let options = defaults
-        .clone()
-        .ttl(wait.ttl)
-        .wait(if_locked.wait(wait.wait, defaults.wait));
     let key = &args.key;
-    let acquired = tokio::select! {
-        acquired = waiting::acquire(&client, key, &options) => acquired,
-        signal = signals.next() => {
-            client.wait_idle(Duration::from_secs(5)).await;
-            return fail(signalled(signal), format!("{} while waiting for lock `{key}`", signals::name(signal)));
-        }
-    };
-    let guard = match acquired {
-        Ok(guard) => guard,
-        Err(error) if if_locked == IfLocked::Skip && error.is_contention() => {
-            errln!("distlock: skipped: {error}");
-            return 0;
-        }
-        Err(error) => return fail(for_error(&error, wait.conflict_exit_code), error),
-    };
+    let (options, if_locked) = waiting::options(wait);
+    let guard =
+        match waiting::acquire_or_exit(&client, key, (&options, if_locked), wait, &mut signals)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(code) => return code,
+        };
     if args.json {
         print_json(&json!({ "key": key, "token": guard.token() }));
     } else {
@@ -332,7 +315,7 @@ pub async fn hold(args: HoldArgs) -> u8 {
         reason = guard.lost() => {
             let error = distlock::LockError::Lost { key: key.clone(), token: guard.token(), reason };
             drop(guard);
-            client.wait_idle(Duration::from_secs(5)).await;
+            client.wait_idle(waiting::SETTLE).await;
             fail(crate::exit::EX_SOFTWARE, error)
         }
     }

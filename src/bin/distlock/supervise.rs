@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use distlock::{IfLocked, LockError, LockGuard, LockOptions};
+use distlock::{LockError, LockGuard};
 use rustix::io::Errno;
 use rustix::process::{
     Pid, Signal, WaitId, WaitIdOptions, WaitOptions, getpid, getppid, kill_process,
@@ -34,9 +34,7 @@ use rustix::process::{
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
-use crate::exit::{
-    EX_NOEXEC, EX_NOTFOUND, EX_OSERR, EX_SOFTWARE, EX_USAGE, fail, for_error, signalled,
-};
+use crate::exit::{EX_NOEXEC, EX_NOTFOUND, EX_OSERR, EX_SOFTWARE, EX_USAGE, fail, signalled};
 use crate::signals::{self, Signals};
 use crate::watchdog::Watchdog;
 use crate::{RunArgs, backend, waiting};
@@ -44,9 +42,6 @@ use crate::{RunArgs, backend, waiting};
 /// How long a group may outlive SIGKILL before `distlock` gives up on it
 /// (processes in uninterruptible sleep, on a hung NFS mount, say).
 const KILL_WAIT: Duration = Duration::from_secs(60);
-/// How long to wait for background clean-ups (a cancelled acquisition's
-/// record) before exiting.
-const SETTLE: Duration = Duration::from_secs(5);
 /// How soon the reaper looks again for exited processes after reaping one
 /// (the pause doubles while there is nothing to reap).
 const REAP_POLL_MIN: Duration = Duration::from_millis(1);
@@ -68,44 +63,17 @@ pub async fn run(args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let wait = &args.wait;
-    let if_locked = if wait.no_wait {
-        IfLocked::Error
-    } else {
-        wait.if_locked
-    };
-    let defaults = LockOptions::default();
-    let mut options = defaults
-        .clone()
-        .ttl(wait.ttl)
-        .wait(if_locked.wait(wait.wait, defaults.wait));
+    let (mut options, if_locked) = waiting::options(wait);
     if let Some(hold) = args.hold_at_least {
         options = options.hold_at_least(hold);
     }
-
-    let started = Instant::now();
-    let acquired = tokio::select! {
-        acquired = waiting::acquire(&client, &key, &options) => acquired,
-        signal = signals.next() => {
-            // The acquisition is dropped: the client cleans up a record it may have written.
-            client.wait_idle(SETTLE).await;
-            return fail(signalled(signal), format!("{} while waiting for lock `{key}`: not run", signals::name(signal)));
-        }
-    };
-    let guard = match acquired {
-        Ok(guard) => guard,
-        Err(error) if if_locked == IfLocked::Skip && error.is_contention() => {
-            errln!("distlock: skipped: {error}");
-            return 0;
-        }
-        Err(error) => return fail(for_error(&error, wait.conflict_exit_code), error),
-    };
-    if wait.verbose {
-        errln!(
-            "distlock: acquired `{key}` after {:.3}s, fencing token {}",
-            started.elapsed().as_secs_f64(),
-            guard.token()
-        );
-    }
+    let guard =
+        match waiting::acquire_or_exit(&client, &key, (&options, if_locked), wait, &mut signals)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(code) => return code,
+        };
 
     let code = supervise(
         &args.command,
@@ -157,7 +125,7 @@ pub async fn run(args: RunArgs) -> u8 {
         }
         Ended::Lost(error) => {
             drop(guard);
-            client.wait_idle(SETTLE).await;
+            client.wait_idle(waiting::SETTLE).await;
             fail(EX_SOFTWARE, format!("{error}; the command was stopped"))
         }
         Ended::Unkillable(why) => {
