@@ -172,6 +172,8 @@ pub fn exec_main() -> std::process::ExitCode {
         ErrorKind::PermissionDenied => EX_NOEXEC,
         _ => EX_OSERR,
     };
+    // The one place the command itself is started, so the one place its
+    // start-up error becomes 127/126.
     errln!("distlock: cannot start {program:?}: {error}");
     std::process::ExitCode::from(code)
 }
@@ -231,13 +233,14 @@ async fn supervise(
     backend::scrub_environment(&mut child, backend_url);
     let group = match Group::spawn(&mut child) {
         Ok(group) => group,
+        // What failed is this binary's launcher (/proc/self/exe), not the
+        // command: a missing or unexecutable command is reported by the
+        // launcher's exec (127/126, `exec_main`).
         Err(error) => {
-            let code = match error.kind() {
-                ErrorKind::NotFound => EX_NOTFOUND,
-                ErrorKind::PermissionDenied => EX_NOEXEC,
-                _ => EX_OSERR,
-            };
-            return Ended::NotStarted(code, format!("cannot start {program:?}: {error}"));
+            return Ended::NotStarted(
+                EX_OSERR,
+                format!("cannot start {program:?}: starting distlock's launcher failed: {error}"),
+            );
         }
     };
     if let Some(watchdog) = &mut watchdog {
