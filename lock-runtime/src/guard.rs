@@ -98,9 +98,11 @@ impl LockGuard {
     /// lock is deleted when the time is reached (kept renewed until then).
     /// Returns [`LockError::Lost`] if the lock had already been lost or taken
     /// over: then nothing of someone else's is deleted. Cancel-safe: dropping
-    /// this future leaves the release to the client's background task, and a
-    /// release that fails because the backend is unreachable is retried there
-    /// until the record is gone.
+    /// this future leaves the release to the client's background task. A
+    /// backend that answers "unavailable" is retried here for a short while (a
+    /// tenth of the ttl, within 50 ms and 2 s); after that the release returns
+    /// [`LockError::Unavailable`] and the background task retries until the
+    /// record is gone.
     pub async fn release(mut self) -> Result<(), LockError> {
         self.open = false;
         self.client.0.release(&self.lock).await

@@ -519,3 +519,47 @@ async fn a_lease_grant_that_fails_transiently_is_retried_within_the_wait() {
         "{never:?}"
     );
 }
+
+// ---- 10. a release gives up after a few refused deletes --------------------------
+
+/// Transient failures of a release. `background::delete_ours` followed a
+/// moving record at most four times, and counted a delete that failed
+/// transiently (a node answering "unavailable", a reset connection) as a move:
+/// four refused deletes in a row, each followed by a read that still showed
+/// our record, ended the release with a non-transient "the lock record kept
+/// changing" error, which also left the record to run out its ttl instead of
+/// handing the release to the background task. A short burst of refusals must
+/// be ridden out; a longer one must be reported as `Unavailable`, with the
+/// record deleted by the background task once the store answers again.
+#[tokio::test(start_paused = true)]
+async fn a_release_rides_out_refused_deletes_and_hands_on_a_long_outage() {
+    let store = SimStore::ravendb_41();
+    let scripted = scripted(store.clone());
+    let a = client(scripted.clone(), "a");
+    let options = LockOptions::default().ttl(ms(3_000));
+    let guard = a.acquire_with("k", &options).await.or_panic("acquire");
+    scripted.refuse(Op::Delete, 6);
+    let released = guard.release().await;
+    assert!(
+        released.is_ok(),
+        "six refused deletes failed the release: {released:?}"
+    );
+    assert!(store.entry("k").is_none(), "the key is still held");
+
+    let guard = a
+        .acquire_with("k", &options)
+        .await
+        .or_panic("acquire again");
+    scripted.refuse(Op::Delete, 1_000);
+    let released = guard.release().await;
+    assert!(
+        matches!(released, Err(LockError::Unavailable { .. })),
+        "a release refused for good is not reported as unavailable: {released:?}"
+    );
+    scripted.refuse(Op::Delete, 0);
+    sleep(ms(1_000)).await;
+    assert!(
+        store.entry("k").is_none(),
+        "the background task did not finish the release"
+    );
+}

@@ -194,7 +194,13 @@ pub(super) async fn delete_ours(
     let mut ambiguous = sent_before;
     // A renewal racing with the release may have moved our index: follow it
     // while the record is still ours (bounded: renewals stop once releasing).
-    for _ in 0..4 {
+    let mut moves = 0;
+    // Transient failures (a node answering "unavailable", a reset connection)
+    // are retried with backoff for a short while, then handed on as
+    // `Unavailable`: the caller leaves the release to the background task.
+    let patience = later(engine.clock.now(), release_patience(lock));
+    let mut attempt: u32 = 0;
+    loop {
         let seen = match engine.store().delete(&lock.key, index).await {
             Ok(DeleteOutcome::Deleted) => {
                 engine.events.emit(Event::Released {
@@ -207,10 +213,24 @@ pub(super) async fn delete_ours(
             Ok(DeleteOutcome::Conflict { current }) => classify(current, &lock.record),
             Err(error) if error.is_transient() => {
                 ambiguous = true;
-                match engine.store().get(&lock.key).await {
+                let seen = match engine.store().get(&lock.key).await {
                     Ok(found) => classify(found, &lock.record),
                     Err(_) => return Err(engine.store_error(&lock.key, error)),
+                };
+                if let Seen::Ours(current) = seen
+                    && current == index
+                {
+                    // Not applied (yet): the same delete again, after a pause.
+                    if engine.clock.now() >= patience {
+                        return Err(engine.store_error(&lock.key, error));
+                    }
+                    engine
+                        .sleep_bounded(engine.retry_delay(lock, attempt), Some(patience))
+                        .await;
+                    attempt = attempt.saturating_add(1);
+                    continue;
                 }
+                seen
             }
             Err(error) => {
                 engine.forget(lock);
@@ -218,7 +238,11 @@ pub(super) async fn delete_ours(
             }
         };
         match seen {
-            Seen::Ours(current) => index = current,
+            Seen::Ours(current) if moves < MAX_RELEASE_MOVES => {
+                moves += 1;
+                index = current;
+            }
+            Seen::Ours(_) => break,
             Seen::Absent if ambiguous => {
                 engine.events.emit(Event::Released {
                     key: &lock.key,
@@ -240,9 +264,25 @@ pub(super) async fn delete_ours(
         &lock.key,
         StoreError::Backend {
             endpoint: engine.backend.to_owned(),
-            source: "the lock record kept changing while it was being released".into(),
+            source: format!(
+                "the lock record kept moving to new indexes while it was being released \
+                 ({MAX_RELEASE_MOVES} moves; last seen at index {index})"
+            )
+            .into(),
         },
     ))
+}
+
+/// How many times a release follows our record to a new index (each move is
+/// a write of ours that landed meanwhile; renewals stop once releasing).
+const MAX_RELEASE_MOVES: u32 = 4;
+
+/// How long a caller's release retries transient failures before it hands the
+/// release to the background task and reports `Unavailable`: a tenth of the
+/// ttl, within 50 ms and 2 s (long enough for a burst of refusals or a
+/// reconnect, short next to the ttl the record blocks others for anyway).
+fn release_patience(lock: &Lock) -> Duration {
+    (lock.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// Waits until no renewal of `lock` is in flight, so that a delete is never

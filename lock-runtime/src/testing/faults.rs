@@ -99,6 +99,8 @@ struct Plan {
     cut_after: Option<(Op, u32)>,
     /// The next this many answers of each kind are lost after the call was applied.
     lose_answers: [u32; KINDS],
+    /// The next this many calls of each kind fail unapplied (refused).
+    refuse: [u32; KINDS],
     /// The next put is applied at this instant, after its caller gave up.
     late_put: Option<Instant>,
     /// Time each kind of call takes before it is applied.
@@ -146,6 +148,7 @@ enum Fate {
 /// - [`Faults::cut_after`]: cut once a number of calls of one kind went through.
 /// - [`Faults::lose_answers`]: the next calls of a kind are applied, but their
 ///   answers are lost (the ambiguous outcome every backend must allow for).
+/// - [`Faults::refuse`]: the next calls of a kind fail unapplied, at once.
 /// - [`Faults::late_put`]: the next put is applied at a given instant, after
 ///   its caller was told it failed.
 /// - [`Faults::delay`] / [`Faults::delay_all`]: time a call takes before it is
@@ -274,6 +277,13 @@ impl<S: CompareExchange + ?Sized> Faults<S> {
         self.plan().lose_answers[op.slot()] = answers;
     }
 
+    /// Refuses the next `calls` calls of kind `op`: each fails unapplied with
+    /// [`StoreError::Unavailable`] at once (a server answering "unavailable",
+    /// a reset connection), while other kinds go through.
+    pub fn refuse(&self, op: Op, calls: u32) {
+        self.plan().refuse[op.slot()] = calls;
+    }
+
     /// The next put (that is not cut) is applied to the inner store at `at`,
     /// in a task of its own; its caller gets [`StoreError::Unavailable`] after
     /// [`Faults::no_answer_after`] (a request that arrives after its caller
@@ -347,6 +357,11 @@ impl<S: CompareExchange + ?Sized> Faults<S> {
         }
         if plan.cut {
             return Fate::Lost("partitioned (fault injection)", timeout);
+        }
+        let refuse = &mut plan.refuse[op.slot()];
+        if *refuse > 0 {
+            *refuse -= 1;
+            return Fate::Lost("refused (fault injection)", Duration::ZERO);
         }
         if op == Op::Put
             && let Some(at) = plan.late_put.take()
