@@ -78,8 +78,13 @@ pub(super) async fn run(running: Running) {
                 }
                 earliest(lock.effective_deadline());
                 if lock.renew && lock.session.is_none() {
+                    // The phase is checked again under the same lock that sets
+                    // `renewing`: a release that began since the check above
+                    // (it sets `Releasing` under this lock, then waits while
+                    // `renewing`) must not have a renewal started behind it.
                     let mut state = lock.state();
-                    if !state.renewing {
+                    let holding = matches!(state.phase, Phase::Held | Phase::Scheduled { .. });
+                    if holding && !state.renewing {
                         if state.next_renew <= now {
                             state.renewing = true;
                             drop(state);
