@@ -8,7 +8,12 @@
 //! cargo run --example console                       # memory: one process, so one instance
 //! cargo run --example console -- --instances 3      # memory: 3 instances in this process,
 //!                                                   # each line of input goes to the next one
+//! cargo run --example console -- --ttl 5s --key jobs/nightly   # another ttl (default 30s) or key
 //! ```
+//!
+//! Its output is line by line, for people and for tests (`tests/console_original.rs`
+//! drives it against the original's algorithm on a real RavenDB): `...: locked (fencing
+//! token N)`, `...: released`, `...: waiting for the lock on KEY...`.
 //!
 //! Unlike the original (which retried every 20 ms and trusted a stored five-minute
 //! expiry against its own clock), a waiting instance backs off adaptively, a crashed
@@ -22,17 +27,23 @@ use distlock::store::memory::MemoryStore;
 use distlock::{LockClient, LockGuard, LockOptions, Wait};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const KEY: &str = "sample/resource";
+/// The key of the original program.
+const DEFAULT_KEY: &str = "sample/resource";
+const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 struct Config {
     backend: String,
     instances: usize,
+    key: String,
+    ttl: Duration,
 }
 
 fn parse_args() -> Result<Config, String> {
     let mut config = Config {
         backend: "memory".to_owned(),
         instances: 1,
+        key: DEFAULT_KEY.to_owned(),
+        ttl: DEFAULT_TTL,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -47,8 +58,22 @@ fn parse_args() -> Result<Config, String> {
                     .filter(|n| (1..=16).contains(n))
                     .ok_or_else(|| format!("--instances takes 1 to 16, not {text:?}"))?;
             }
+            "--key" => {
+                let key = value("--key")?;
+                distlock::validate_key(&key).map_err(|e| format!("--key {key:?}: {e}"))?;
+                config.key = key;
+            }
+            "--ttl" => {
+                let text = value("--ttl")?;
+                config.ttl =
+                    distlock::parse_duration(&text).map_err(|e| format!("--ttl {text:?}: {e}"))?;
+            }
             "-h" | "--help" => {
-                return Err("usage: console [--backend URL] [--instances N (memory only)]".into());
+                return Err(
+                    "usage: console [--backend URL] [--instances N (memory only)] [--key KEY] \
+                     [--ttl DURATION (default 30s)]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -64,6 +89,8 @@ fn parse_args() -> Result<Config, String> {
 /// One instance of the original program: idle, waiting, or holding the lock.
 struct Instance {
     name: String,
+    key: String,
+    ttl: Duration,
     client: LockClient,
     held: Option<LockGuard>,
     waiting: Option<tokio::task::JoinHandle<Result<LockGuard, distlock::LockError>>>,
@@ -73,7 +100,7 @@ impl Instance {
     fn prompt(&self) {
         match (&self.held, &self.waiting) {
             (Some(_), _) => println!("{}: locked; press ENTER to release", self.name),
-            (None, None) => println!("{}: press ENTER to lock {KEY}", self.name),
+            (None, None) => println!("{}: press ENTER to lock {}", self.name, self.key),
             (None, Some(_)) => {}
         }
     }
@@ -84,13 +111,11 @@ impl Instance {
             guard.release().await?;
             println!("{}: released", self.name);
         } else if self.waiting.is_none() {
-            println!("{}: waiting for the lock on {KEY}...", self.name);
-            let client = self.client.clone();
-            let options = LockOptions::default()
-                .ttl(Duration::from_secs(30))
-                .wait(Wait::Forever);
+            println!("{}: waiting for the lock on {}...", self.name, self.key);
+            let (client, key) = (self.client.clone(), self.key.clone());
+            let options = LockOptions::default().ttl(self.ttl).wait(Wait::Forever);
             self.waiting = Some(tokio::spawn(async move {
-                client.acquire_with(KEY, &options).await
+                client.acquire_with(&key, &options).await
             }));
         }
         Ok(())
@@ -136,14 +161,17 @@ async fn run(config: Config) -> Result<(), String> {
         };
         instances.push(Instance {
             name,
+            key: config.key.clone(),
+            ttl: config.ttl,
             client,
             held: None,
             waiting: None,
         });
     }
     println!(
-        "distlock console: backend {}, key {KEY}{}",
-        config.backend,
+        "distlock console: backend {}, key {}{}",
+        distlock::credential_free_url(&config.backend),
+        config.key,
         if config.instances > 1 {
             "; each line of input goes to the next instance"
         } else {
