@@ -563,3 +563,77 @@ async fn a_release_rides_out_refused_deletes_and_hands_on_a_long_outage() {
         "the background task did not finish the release"
     );
 }
+
+// ---- 11. the polling rule on stores whose polls are reads ------------------------
+
+/// Polling rule (`Engine::poll_delay`). A waiter whose backoff doubles after each
+/// poll is at its `max` a few polls into any wait, so a hold of a few milliseconds
+/// is handed over only up to `max` after its release. On a store whose polls are
+/// reads (`Capabilities::cheap_polls`, RavenDB) the pause follows the time waited
+/// (1/32 of it, within `min` and `max`): short holds are handed over within about
+/// `min`, and a long wait still polls at most once per `max / 2`.
+#[tokio::test(start_paused = true)]
+async fn cheap_polls_hand_short_holds_over_at_once_and_keep_long_waits_slow() {
+    let store = SimStore::cas_only();
+    store.set_poll(Some(lock_runtime::Backoff {
+        min: ms(1),
+        max: ms(8),
+    }));
+    store.set_cheap_polls(true);
+    let counted = scripted(store.clone());
+    let holder = client(store.clone(), "holder");
+    let waiter = client(counted.clone(), "waiter");
+    let options = LockOptions::default()
+        .ttl(ms(60_000))
+        .wait(Wait::For(ms(30_000)));
+    let mut handoffs = Vec::new();
+    for hold in [5, 20, 45, 45, 45] {
+        let guard = holder.acquire_with("k", &options).await.or_panic("hold");
+        let waiting = tokio::spawn({
+            let (waiter, options) = (waiter.clone(), options.clone());
+            async move {
+                let guard = waiter.acquire_with("k", &options).await.or_panic("wait");
+                let at = Instant::now();
+                guard.release().await.or_panic("waiter release");
+                at
+            }
+        });
+        sleep(ms(hold)).await;
+        let released = Instant::now();
+        guard.release().await.or_panic("release");
+        let got = waiting.await.or_panic("join");
+        handoffs.push(got.saturating_duration_since(released));
+    }
+    // 1/32 of 45 ms is 1.4 ms: each handoff within that (not the 4-8 ms of a
+    // doubling backoff at its max).
+    assert!(
+        handoffs.iter().all(|d| *d <= ms(2)),
+        "short holds handed over late: {handoffs:?}"
+    );
+
+    // A 10 s hold: at most one poll per 4 ms once the wait is past 256 ms, and
+    // about 32 ln(256 / 32) + 32 polls before.
+    let guard = holder
+        .acquire_with("k", &options)
+        .await
+        .or_panic("long hold");
+    let before = counted.calls().of(Op::Put);
+    let waiting = tokio::spawn({
+        let (waiter, options) = (waiter.clone(), options.clone());
+        async move {
+            let guard = waiter
+                .acquire_with("k", &options)
+                .await
+                .or_panic("long wait");
+            guard.release().await.or_panic("waiter release");
+        }
+    });
+    sleep(ms(10_000)).await;
+    let polls = counted.calls().of(Op::Put) - before;
+    guard.release().await.or_panic("release");
+    waiting.await.or_panic("join");
+    assert!(
+        (1_250..=2_600).contains(&polls),
+        "{polls} polls over a 10 s wait (max 8 ms, jittered to 4-8 ms)"
+    );
+}

@@ -1126,6 +1126,19 @@ fn install_panic_counter() {
 async fn scenario(sc: Scenario, trace: Trace) -> Vec<Violation> {
     let start = Instant::now();
     let store = SimStore::with_trace(sc.mode, trace.clone());
+    if matches!(
+        sc.mode,
+        StoreMode::CasOnly {
+            ravendb_41_quirk: true
+        }
+    ) {
+        // As the RavenDB store: waiters poll in proportion to their wait.
+        store.set_poll(Some(lock_runtime::Backoff {
+            min: ms_(1),
+            max: ms_(8),
+        }));
+        store.set_cheap_polls(true);
+    }
     let net = SimNet::new(
         store.clone(),
         sc.net.clone(),

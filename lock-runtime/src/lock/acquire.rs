@@ -329,7 +329,8 @@ pub(super) async fn acquire(
                 (Some(d), Some(t)) => Some(d.min(t)),
                 (d, t) => d.or(t),
             };
-            engine.wait_for_change(key, &entry, wake, attempt).await;
+            let poll = engine.poll_delay(attempt, now.saturating_duration_since(started));
+            engine.wait_for_change(key, &entry, wake, poll).await;
             attempt = attempt.saturating_add(1);
         }
     }
@@ -388,7 +389,25 @@ impl Engine {
     /// The waiting phase: until the key may have changed from `entry`, or
     /// `wake` (the wait's deadline or the takeover time). A FIFO waiter
     /// queue would go here.
-    async fn wait_for_change(&self, key: &str, entry: &Entry, wake: Option<Instant>, attempt: u32) {
+    /// The polling rule: how long a waiter that has waited `waited` (and polled
+    /// `attempt` times) pauses before it polls again. Doubling from the
+    /// backoff's `min` to its `max`; in proportion to the wait on stores whose
+    /// polls are reads ([`Capabilities::cheap_polls`](crate::store::Capabilities)).
+    fn poll_delay(&self, attempt: u32, waited: Duration) -> Duration {
+        if self.caps.cheap_polls {
+            self.backoff.delay_after(waited)
+        } else {
+            self.backoff.delay(attempt)
+        }
+    }
+
+    async fn wait_for_change(
+        &self,
+        key: &str,
+        entry: &Entry,
+        wake: Option<Instant>,
+        poll: Duration,
+    ) {
         if self.caps.watch {
             let watched = match wake {
                 Some(wake) => self
@@ -400,10 +419,10 @@ impl Engine {
             };
             if let Err(error) = watched {
                 tracing::debug!(key, %error, "distlock: watch failed; polling instead");
-                self.sleep_bounded(self.backoff.delay(attempt), wake).await;
+                self.sleep_bounded(poll, wake).await;
             }
         } else {
-            self.sleep_bounded(self.backoff.delay(attempt), wake).await;
+            self.sleep_bounded(poll, wake).await;
         }
     }
 

@@ -270,8 +270,35 @@ impl Backoff {
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max)
             .max(Duration::from_micros(100));
-        base.mul_f64(0.5 + fastrand::f64() * 0.5)
+        jitter(base)
     }
+
+    /// The pause before the next poll of a waiter that has waited `waited`,
+    /// polling in proportion ([`Capabilities::cheap_polls`]): `waited / 32`,
+    /// within `min` and `max`, with the upper half jittered. Over a wait of
+    /// length `T` that is about `32 ln(T / (32 min))` polls once `T` is past
+    /// `32 min`, and at most one per `max / 2` once `T` is past `32 max`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let backoff = lock_runtime::Backoff { min: Duration::from_millis(1), max: Duration::from_millis(8) };
+    /// assert!(backoff.delay_after(Duration::from_millis(10)) <= Duration::from_millis(1));
+    /// assert!(backoff.delay_after(Duration::from_millis(128)) >= Duration::from_millis(2));
+    /// assert!(backoff.delay_after(Duration::from_secs(60)) <= Duration::from_millis(8));
+    /// ```
+    pub fn delay_after(&self, waited: Duration) -> Duration {
+        let floor = self.min.max(Duration::from_micros(100));
+        let base = (waited / POLL_FRACTION).min(self.max).max(floor);
+        jitter(base)
+    }
+}
+
+/// A proportional poller pauses this fraction of the time it has waited.
+const POLL_FRACTION: u32 = 32;
+
+/// `base`, jittered over its upper half so that waiters spread out.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 /// Optional capabilities of a store.
@@ -290,6 +317,15 @@ pub struct Capabilities {
     /// [`CompareExchange::list`] is implemented (operator tools list the locks
     /// under a prefix; the lock algorithm never lists).
     pub listing: bool,
+    /// A waiter's poll is a read, not a write: `put(Expect::Absent)` on a key
+    /// this store last saw held reads first and writes only when the key looks
+    /// free. Waiters then poll in proportion to how long they have waited
+    /// (every 1/32 of it, within the poll backoff's `min` and `max`) instead of
+    /// doubling the pause after each poll: a key held a few milliseconds is
+    /// handed over within about one `min` of its release, and a long wait
+    /// polls no more often than `max` allows. Without it, each poll may be a
+    /// write, and the pause doubles.
+    pub cheap_polls: bool,
 }
 
 impl Capabilities {
@@ -300,6 +336,7 @@ impl Capabilities {
         leases: false,
         poll: None,
         listing: false,
+        cheap_polls: false,
     };
 
     /// Builder-style setter for [`Capabilities::watch`].
@@ -323,6 +360,12 @@ impl Capabilities {
     /// Builder-style setter for [`Capabilities::listing`].
     pub const fn with_listing(mut self, yes: bool) -> Self {
         self.listing = yes;
+        self
+    }
+
+    /// Builder-style setter for [`Capabilities::cheap_polls`].
+    pub const fn with_cheap_polls(mut self, yes: bool) -> Self {
+        self.cheap_polls = yes;
         self
     }
 }

@@ -83,6 +83,7 @@ struct Lease {
 struct State {
     mode: StoreMode,
     poll: Option<Backoff>,
+    cheap_polls: bool,
     last_index: u64,
     next_lease: i64,
     keys: BTreeMap<Arc<str>, Entry>,
@@ -144,6 +145,7 @@ impl SimStore {
             state: Arc::new(Mutex::new(State {
                 mode,
                 poll: None,
+                cheap_polls: false,
                 last_index: 0,
                 next_lease: 1,
                 keys: BTreeMap::new(),
@@ -181,6 +183,12 @@ impl SimStore {
         self.lock().poll = backoff;
     }
 
+    /// Advertises [`Capabilities::cheap_polls`] (waiters poll in proportion to
+    /// their wait, as on RavenDB); default off.
+    pub fn set_cheap_polls(&self, yes: bool) {
+        self.lock().cheap_polls = yes;
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update below completes under the lock, so a panic elsewhere
         // cannot leave the state half-written.
@@ -207,7 +215,8 @@ impl SimStore {
         let state = self.lock();
         let caps = Capabilities::NONE
             .with_watch(state.mode.has_leases())
-            .with_leases(state.mode.has_leases());
+            .with_leases(state.mode.has_leases())
+            .with_cheap_polls(state.cheap_polls);
         match state.poll {
             Some(poll) => caps.with_poll(poll),
             None => caps,

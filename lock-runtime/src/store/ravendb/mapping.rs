@@ -368,13 +368,18 @@ impl CompareExchange for RavenDbStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // Waiters poll with reads (no Raft write) while the lock is held, so
-        // they can afford to poll fast: 1 ms doubling to 8 ms.
+        // Waiters poll with reads (no Raft write) while the lock is held
+        // (`put` reads first on a key last seen held), so they poll in
+        // proportion to their wait: every millisecond while it is young (a
+        // short hold is handed over within about that), slowing to one poll
+        // per 4-8 ms past a quarter of a second. RavenDB 4.1 has no change
+        // notification for compare-exchange values: polling is the only way.
         Capabilities::NONE
             .with_poll(Backoff {
                 min: Duration::from_millis(1),
                 max: Duration::from_millis(8),
             })
+            .with_cheap_polls(true)
             .with_listing(true)
     }
 
