@@ -637,3 +637,101 @@ async fn cheap_polls_hand_short_holds_over_at_once_and_keep_long_waits_slow() {
         "{polls} polls over a 10 s wait (max 8 ms, jittered to 4-8 ms)"
     );
 }
+
+// ---- 12. a release whose own delete applied reports a takeover -----------------------
+
+/// Spurious loss (ambiguity rule, `background::delete_ours`). A's delete is
+/// applied but its answer is lost; before the read-back, B (waiting, polling
+/// every millisecond or so) gets the key. The read-back shows B's record and
+/// `delete_ours` takes it for a takeover *before* the release
+/// (`Seen::Absent | Seen::Other(_) => mark_lost(TakenOver)`), although the
+/// delete had been sent while A's record was live and nobody could take it
+/// over: `ambiguous` is only consulted for `Absent`. `release()` returns
+/// `Lost { TakenOver }` and the client counts a lost lock for a lock that was
+/// released cleanly and handed straight on.
+#[tokio::test(start_paused = true)]
+async fn a_release_whose_unanswered_delete_applied_does_not_report_the_next_holder_as_a_takeover() {
+    let store = SimStore::ravendb_41();
+    store.set_poll(Some(lock_runtime::Backoff {
+        min: ms(1),
+        max: ms(8),
+    }));
+    store.set_cheap_polls(true);
+    let a_store = scripted(store.clone());
+    let a = client(a_store.clone(), "a");
+    let b = client(store.clone(), "b");
+    let options = LockOptions::default().ttl(ms(3_000));
+    let guard = a.acquire_with("k", &options).await.or_panic("A acquires");
+    let signal = guard.lost_signal();
+    let waiter = tokio::spawn({
+        let options = options.clone().wait(Wait::For(ms(5_000)));
+        async move { b.acquire_with("k", &options).await }
+    });
+    // B polls every 1-2 ms from now on; A's delete answer takes 10 ms to fail.
+    sleep(ms(40)).await;
+    a_store.lose_answers(Op::Delete, 1);
+    let released = guard.release().await;
+    let b_guard = waiter
+        .await
+        .or_panic("join")
+        .or_panic("B gets k after A's delete");
+    assert!(
+        b_guard.token() > signal.token(),
+        "B holds k after A's record"
+    );
+    assert!(
+        released.is_ok(),
+        "A's delete applied (B got k right after it), yet release() said {released:?}"
+    );
+    assert_eq!(
+        signal.reason(),
+        None,
+        "the lost signal of a released lock fired"
+    );
+    assert_eq!(a.stats().lost, 0, "a cleanly released lock counted as lost");
+}
+
+/// The same through the background task: the read-back after the lost
+/// answer is refused too, so `release()` reports `Unavailable` (as
+/// documented) and hands the release on with `sent_before = true` ("a delete
+/// sent before may have applied"); the background `delete_ours` then finds
+/// B's record and marks A's released lock lost, taken over.
+#[tokio::test(start_paused = true)]
+async fn a_release_handed_on_after_its_delete_applied_does_not_mark_the_lock_taken_over() {
+    let store = SimStore::ravendb_41();
+    store.set_poll(Some(lock_runtime::Backoff {
+        min: ms(1),
+        max: ms(8),
+    }));
+    store.set_cheap_polls(true);
+    let a_store = scripted(store.clone());
+    let a = client(a_store.clone(), "a");
+    let b = client(store.clone(), "b");
+    let options = LockOptions::default().ttl(ms(3_000));
+    let guard = a.acquire_with("k", &options).await.or_panic("A acquires");
+    let signal = guard.lost_signal();
+    let waiter = tokio::spawn({
+        let options = options.clone().wait(Wait::For(ms(5_000)));
+        async move { b.acquire_with("k", &options).await }
+    });
+    sleep(ms(40)).await;
+    a_store.lose_answers(Op::Delete, 1);
+    a_store.refuse(Op::Get, 1);
+    let released = guard.release().await;
+    assert!(
+        matches!(released, Err(LockError::Unavailable { .. })),
+        "{released:?}"
+    );
+    let _b_guard = waiter
+        .await
+        .or_panic("join")
+        .or_panic("B gets k after A's delete");
+    sleep(ms(500)).await;
+    assert_eq!(
+        signal.reason(),
+        None,
+        "the background release marked A's lock lost: B's record is the next holder's, \
+         after A's own delete"
+    );
+    assert_eq!(a.stats().lost, 0, "a cleanly released lock counted as lost");
+}
