@@ -735,3 +735,65 @@ async fn a_release_handed_on_after_its_delete_applied_does_not_mark_the_lock_tak
     );
     assert_eq!(a.stats().lost, 0, "a cleanly released lock counted as lost");
 }
+
+// ---- 13. a renewal spawned but never polled leaves `renewing` set -----------------
+
+/// A current-thread runtime that runs one task between polls of `block_on`'s
+/// future, so a test can end `block_on` right after the background task ran.
+fn one_task_per_tick_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .event_interval(1)
+        .build()
+        .or_panic("runtime")
+}
+
+/// Lost for good (the unpolled case of test 6). `background::run` sets
+/// `state.renewing` (and `timing.in_flight` for a keep-alive) under the lock
+/// and then spawns `renew_once` (`keep_alive`); the `InFlight` guard that
+/// clears the flag is made inside that future, so it exists only once the
+/// task was polled. A runtime that goes after the spawn and before the first
+/// poll drops the future unpolled: the flag stays set, the lock is never
+/// renewed again (also by the background task restarted on another
+/// runtime), and every release waits for the "renewal in flight" until the
+/// deadline. (`Engine::start_background` makes its `Running` guard outside
+/// the future for exactly this reason.)
+fn renewal_survives_a_runtime_that_never_polled_it(store: SimStore) -> bool {
+    let a = client(store, "a");
+    let options = LockOptions::default().ttl(ms(300));
+    let first = one_task_per_tick_runtime();
+    let guard = first.block_on(async {
+        let t0 = Instant::now();
+        let guard = a.acquire_with("k", &options).await.or_panic("acquire k");
+        // The renewal (keep-alive) is due at t0 + 100 ms: the background
+        // task wakes with us, we yield once so that it runs (and spawns the
+        // renewal), and end before the renewal is polled.
+        sleep_until(t0 + ms(100)).await;
+        tokio::task::yield_now().await;
+        guard
+    });
+    drop(first);
+    let second = paused_runtime();
+    second.block_on(async {
+        let _j = a.acquire_with("j", &options).await.or_panic("acquire j");
+        sleep(ms(2_000)).await;
+        !guard.is_lost()
+    })
+}
+
+#[test]
+fn a_renewal_never_polled_by_its_runtime_does_not_stop_renewals() {
+    assert!(
+        renewal_survives_a_runtime_that_never_polled_it(SimStore::cas_only()),
+        "k was lost: `renewing` stayed set after its renewal task was dropped unpolled"
+    );
+}
+
+#[test]
+fn a_keep_alive_never_polled_by_its_runtime_does_not_stop_keep_alives() {
+    assert!(
+        renewal_survives_a_runtime_that_never_polled_it(SimStore::etcd_like()),
+        "k was lost: the session's `in_flight` stayed set after its keep-alive was dropped unpolled"
+    );
+}
