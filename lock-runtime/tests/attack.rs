@@ -797,3 +797,195 @@ fn a_keep_alive_never_polled_by_its_runtime_does_not_stop_keep_alives() {
         "k was lost: the session's `in_flight` stayed set after its keep-alive was dropped unpolled"
     );
 }
+
+// ---- 14. a release dropped while it retries refused deletes (held) ----------------
+
+/// Cancel-safety of the retrying release (`background::delete_ours`, with
+/// `Engine::release`'s `HandOver`). A's release is dropped in the middle of
+/// its retries (deletes refused for 2 s, longer than A's ttl): the background
+/// task must take the release over, delete nothing that is not A's (B takes
+/// the unrenewed record over meanwhile), mark nothing lost, and stop sending
+/// once the record is B's. Holds on the engine as of the retrying release.
+#[tokio::test(start_paused = true)]
+async fn a_release_dropped_mid_retry_is_finished_in_the_background_and_spares_the_next_holder() {
+    let store = SimStore::ravendb_41();
+    let a_store = scripted(store.clone());
+    let a = client(a_store.clone(), "a");
+    let b = client(store.clone(), "b");
+    let options = LockOptions::default().ttl(ms(500));
+    // A short outage: the background task deletes the record once it ends.
+    let guard = a.acquire_with("j", &options).await.or_panic("A acquires j");
+    a_store.refuse(Op::Delete, u32::MAX);
+    let releasing = tokio::spawn(async move { guard.release().await });
+    sleep(ms(20)).await;
+    releasing.abort();
+    assert!(releasing.await.is_err(), "the release was still retrying");
+    sleep(ms(100)).await;
+    assert!(store.entry("j").is_some(), "deleted while refused?");
+    a_store.refuse(Op::Delete, 0);
+    sleep(ms(100)).await;
+    assert!(
+        store.entry("j").is_none(),
+        "the background task did not finish the dropped release"
+    );
+    assert!(
+        a.wait_idle(ms(100)).await,
+        "A's background task is still busy"
+    );
+
+    // A long outage: B takes the unrenewed record over meanwhile.
+    let t0 = Instant::now();
+    let guard = a.acquire_with("k", &options).await.or_panic("A acquires");
+    let signal = guard.lost_signal();
+    let waiter = tokio::spawn({
+        let options = options.clone().wait(Wait::For(ms(5_000)));
+        async move { b.acquire_with("k", &options).await }
+    });
+    sleep_until(t0 + ms(200)).await;
+    a_store.refuse(Op::Delete, u32::MAX);
+    let releasing = tokio::spawn(async move { guard.release().await });
+    sleep(ms(20)).await;
+    // Dropped mid-retry (patience is 50 ms for this ttl).
+    releasing.abort();
+    assert!(releasing.await.is_err(), "the release was still retrying");
+    let b_guard = waiter
+        .await
+        .or_panic("join")
+        .or_panic("B takes the unrenewed record over");
+    // A's last renewal was sent at ttl/3 (166 ms); B may take over one ttl
+    // after it saw that record.
+    let at = Instant::now() - t0;
+    assert!(
+        at >= ms(666),
+        "B took over at {at:?}, before A's record was unchanged for a ttl"
+    );
+    let before = a_store.calls().total();
+    sleep(ms(1_000)).await;
+    a_store.refuse(Op::Delete, 0);
+    sleep(ms(1_000)).await;
+    let entry = store.entry("k").or_panic("B's record");
+    assert_eq!(&*entry.record.owner, "b", "A deleted B's record");
+    assert!(!b_guard.is_lost(), "B lost k");
+    assert_eq!(signal.reason(), None, "A's released lock was marked lost");
+    assert!(
+        a_store.calls().total() - before < 20,
+        "A kept sending after the record became B's: {} calls",
+        a_store.calls().total() - before
+    );
+    assert!(
+        a.wait_idle(ms(100)).await,
+        "A's background task is still busy"
+    );
+}
+
+// ---- 15. the polling rule with tiny or degenerate backoffs (held) -----------------
+
+/// Polling rule (`Engine::poll_delay`, `Backoff::delay_after`): no busy loop
+/// with the smallest backoffs a store may advertise (`min` and `max` zero,
+/// which no builder check sees) or a user may set (1 ns), with a wait's
+/// deadline and with takeover wake times; the wait ends on time. The call
+/// budget of [`scripted`] turns a spin into a failure. Holds: the pause never
+/// drops below 50 µs, which the timer rounds up to a millisecond tick.
+#[tokio::test(start_paused = true)]
+async fn cheap_polls_never_spin_with_degenerate_backoffs_and_end_waits_on_time() {
+    for (advertised, user) in [
+        (
+            lock_runtime::Backoff {
+                min: Duration::ZERO,
+                max: Duration::ZERO,
+            },
+            None,
+        ),
+        (
+            lock_runtime::Backoff {
+                min: ms(1),
+                max: ms(8),
+            },
+            Some(lock_runtime::Backoff {
+                min: Duration::from_nanos(1),
+                max: Duration::from_nanos(1),
+            }),
+        ),
+        (
+            lock_runtime::Backoff {
+                min: ms(1),
+                max: ms(8),
+            },
+            Some(lock_runtime::Backoff {
+                min: Duration::from_nanos(1),
+                max: Duration::from_secs(3_600),
+            }),
+        ),
+    ] {
+        let store = SimStore::ravendb_41();
+        store.set_poll(Some(advertised));
+        store.set_cheap_polls(true);
+        let counted = scripted(store.clone());
+        let holder = client(store.clone(), "holder");
+        let mut builder = LockClient::builder(counted.clone()).owner("waiter");
+        if let Some(user) = user {
+            builder = builder.backoff(user);
+        }
+        let waiter = builder.build().or_panic("build the waiter");
+        // A held lock (renewed): the wait runs into its deadline.
+        let held = holder
+            .acquire_with("k", &LockOptions::default().ttl(ms(60_000)))
+            .await
+            .or_panic("hold k");
+        let started = Instant::now();
+        let before = counted.calls().total();
+        let waited = waiter
+            .acquire_with(
+                "k",
+                &LockOptions::default()
+                    .ttl(ms(60_000))
+                    .wait(Wait::For(ms(2_000))),
+            )
+            .await;
+        let calls = counted.calls().total() - before;
+        assert!(
+            matches!(waited, Err(LockError::Timeout { .. })),
+            "{advertised:?}/{user:?}: {waited:?}"
+        );
+        assert_eq!(
+            Instant::now() - started,
+            ms(2_000),
+            "{advertised:?}/{user:?}: the wait did not end on time"
+        );
+        // At most one poll per millisecond tick (a spin would spend the budget).
+        assert!(
+            calls <= 2_100,
+            "{advertised:?}/{user:?}: {calls} calls in a 2 s wait"
+        );
+        drop(held);
+        // An abandoned record (not renewed): the waiter takes it over at the
+        // takeover time, not later, and without spinning before it.
+        let stale = holder
+            .acquire_with("s", &LockOptions::default().ttl(ms(300)).renew(false))
+            .await
+            .or_panic("hold s");
+        std::mem::forget(stale);
+        let started = Instant::now();
+        let before = counted.calls().total();
+        let got = waiter
+            .acquire_with(
+                "s",
+                &LockOptions::default()
+                    .ttl(ms(300))
+                    .wait(Wait::For(ms(2_000))),
+            )
+            .await
+            .or_panic("take s over");
+        let calls = counted.calls().total() - before;
+        let took = Instant::now() - started;
+        assert!(
+            took >= ms(300) && took <= ms(302),
+            "{advertised:?}/{user:?}: took over after {took:?}"
+        );
+        assert!(
+            calls <= 400,
+            "{advertised:?}/{user:?}: {calls} calls before the takeover"
+        );
+        drop(got);
+    }
+}
