@@ -989,3 +989,119 @@ async fn cheap_polls_never_spin_with_degenerate_backoffs_and_end_waits_on_time()
         drop(got);
     }
 }
+
+// ---- 16. no renewal sent behind a release's delete, multi-threaded (held) ---------
+
+/// A store in front of a [`SimStore`] whose requests travel like a real
+/// network's: each is applied in a task of its own after a random delay of up
+/// to 2 ms, whether or not its caller still waits (a dropped future does not
+/// unsend a request), and answered after another such delay. Counts the
+/// requests not yet applied.
+#[derive(Clone, Debug)]
+struct Travelling {
+    inner: SimStore,
+    unapplied: Arc<AtomicU64>,
+}
+
+impl Travelling {
+    async fn send<T: Send + 'static>(&self, op: impl FnOnce(&SimStore) -> T + Send + 'static) -> T {
+        self.unapplied.fetch_add(1, Ordering::SeqCst);
+        let (inner, unapplied) = (self.inner.clone(), Arc::clone(&self.unapplied));
+        let there = Duration::from_micros(fastrand::u64(0..2_000));
+        let back = Duration::from_micros(fastrand::u64(0..2_000));
+        let applied = tokio::spawn(async move {
+            sleep(there).await;
+            let out = op(&inner);
+            unapplied.fetch_sub(1, Ordering::SeqCst);
+            out
+        });
+        let out = applied.await.or_panic("the request's task");
+        sleep(back).await;
+        out
+    }
+}
+
+#[async_trait]
+impl CompareExchange for Travelling {
+    fn backend(&self) -> &'static str {
+        "travelling"
+    }
+
+    fn capabilities(&self) -> lock_runtime::store::Capabilities {
+        self.inner.caps()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let key = key.to_owned();
+        Ok(self.send(move |s| s.get_now(&key)).await)
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        record: &Record,
+        expect: Expect,
+        lease: Option<LeaseId>,
+    ) -> Result<PutOutcome, StoreError> {
+        let (key, record) = (key.to_owned(), record.clone());
+        self.send(move |s| s.put_now(&key, &record, expect, lease))
+            .await
+    }
+
+    async fn delete(&self, key: &str, index: u64) -> Result<DeleteOutcome, StoreError> {
+        let key = key.to_owned();
+        Ok(self.send(move |s| s.delete_now(&key, index)).await)
+    }
+}
+
+/// Change "check the phase under the lock that sets `renewing`"
+/// (`background::run`, `renewal_settled`): on a RavenDB-4.1-like store a
+/// renewal sent after the release's delete re-creates the key. Releases are
+/// timed around the renewal's due time (ttl/3), on a multi-thread runtime,
+/// with requests that keep travelling after their callers stopped waiting.
+/// Invariant: once `release()` returned Ok and every request has been
+/// applied, the key holds no record of ours. Holds. (It does not reproduce
+/// the race that change closed, a window of a few instructions between the
+/// run loop's first phase check and the state lock; it fails within a hundred
+/// rounds if `renewal_settled` does not wait.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_renewal_lands_behind_a_release_on_a_multi_thread_runtime() {
+    let store = SimStore::ravendb_41();
+    let travelling = Travelling {
+        inner: store.clone(),
+        unapplied: Arc::default(),
+    };
+    let a = client(travelling.clone(), "a");
+    let ttl = ms(90);
+    let options = LockOptions::default().ttl(ttl);
+    let mut checked = 0;
+    for round in 0..200u64 {
+        let guard = a.acquire_with("k", &options).await.or_panic("acquire");
+        // The renewal is due at ttl/3 = 30 ms after the acquiring put was sent.
+        sleep(Duration::from_micros(27_000 + fastrand::u64(0..6_000))).await;
+        let released = guard.release().await;
+        for _ in 0..2_000 {
+            if travelling.unapplied.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            sleep(ms(1)).await;
+        }
+        match released {
+            Ok(()) => {
+                checked += 1;
+                let left = store.entry("k");
+                assert!(
+                    left.is_none(),
+                    "round {round}: release() returned Ok and every request landed, yet the key \
+                     holds {left:?} (a renewal applied after the delete)"
+                );
+            }
+            // A loaded machine may miss the 90 ms deadline: not this check.
+            Err(error) => {
+                assert!(a.wait_idle(ms(2_000)).await, "round {round}: {error}");
+                store.force_delete("k");
+            }
+        }
+    }
+    assert!(checked >= 130, "only {checked} of 200 releases returned Ok");
+}
