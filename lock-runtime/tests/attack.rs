@@ -1105,3 +1105,34 @@ async fn no_renewal_lands_behind_a_release_on_a_multi_thread_runtime() {
     }
     assert!(checked >= 130, "only {checked} of 200 releases returned Ok");
 }
+
+// ---- 17. a refused read-back ends the release's patience at once ------------------
+
+/// Transient failures of a release (`background::delete_ours`). A refused
+/// delete is retried for the release's patience (a tenth of the ttl) only if
+/// the read-back that follows it answers; a read-back that is refused too
+/// (`Err(_) => return Err(engine.store_error(&lock.key, error))`) ends the
+/// release at once with `Unavailable`. A node that answers "unavailable"
+/// refuses reads as well as deletes, so the short burst `release()` promises
+/// to ride out ("retried here for a short while ... after that the release
+/// returns `Unavailable`") fails the release at its first refusal, with no
+/// retry and no time spent: two refusals of each kind, 0 ms, `Unavailable`.
+#[tokio::test(start_paused = true)]
+async fn a_release_rides_out_a_short_burst_that_refuses_reads_as_well_as_deletes() {
+    let store = SimStore::ravendb_41();
+    let scripted = scripted(store.clone());
+    let a = client(scripted.clone(), "a");
+    let options = LockOptions::default().ttl(ms(3_000));
+    let guard = a.acquire_with("k", &options).await.or_panic("acquire");
+    // A node answering "unavailable" to everything, for two calls of each kind.
+    scripted.refuse(Op::Delete, 2);
+    scripted.refuse(Op::Get, 2);
+    let started = Instant::now();
+    let released = guard.release().await;
+    let took = Instant::now() - started;
+    assert!(
+        released.is_ok(),
+        "a burst of two refusals failed the release after {took:?} (patience 300 ms): {released:?}"
+    );
+    assert!(store.entry("k").is_none(), "the key is still held");
+}
