@@ -1136,3 +1136,70 @@ async fn a_release_rides_out_a_short_burst_that_refuses_reads_as_well_as_deletes
     );
     assert!(store.entry("k").is_none(), "the key is still held");
 }
+
+// ---- 18. a release's patience outlives the lock's deadline ------------------------
+
+/// Spurious loss (`background::release_patience`, `delete_ours`). The
+/// retrying release's patience is a tenth of the ttl clamped to at least
+/// 50 ms; the deadline rule's margin is a tenth of the ttl, at least 5 ms. For
+/// a ttl under 500 ms the patience is longer than the margin, so a release
+/// that begins shortly before its deadline (renewals refused for a while)
+/// keeps retrying its refused delete past the instant others may take the
+/// record over. B does, and the retry's conflict makes `delete_ours` mark the
+/// lock taken over: `release()`, called while the lock was neither lost nor
+/// taken over, returns `Lost { TakenOver }`, the lost signal fires for a lock
+/// whose holder had released it ("never, if it is released first"), and the
+/// client counts a lost lock. (Before the retrying release the refused
+/// deletes ended in a "kept changing" error within microseconds.) Nothing of
+/// B's is deleted: the deletes are conditional.
+#[tokio::test(start_paused = true)]
+async fn a_release_begun_before_the_deadline_is_not_reported_taken_over_by_its_own_retries() {
+    let store = SimStore::ravendb_41();
+    store.set_poll(Some(lock_runtime::Backoff {
+        min: ms(1),
+        max: ms(8),
+    }));
+    store.set_cheap_polls(true);
+    let a_store = scripted(store.clone());
+    let a = client(a_store.clone(), "a");
+    let b = client(store.clone(), "b");
+    let options = LockOptions::default().ttl(ms(100));
+    let t0 = Instant::now();
+    let guard = a.acquire_with("k", &options).await.or_panic("A acquires");
+    let signal = guard.lost_signal();
+    // Every renewal of A is refused from now on: A's deadline is t0 + 90 ms.
+    a_store.refuse(Op::Put, u32::MAX);
+    let waiter = tokio::spawn({
+        let options = options.clone().wait(Wait::For(ms(5_000)));
+        async move { b.acquire_with("k", &options).await }
+    });
+    sleep_until(t0 + ms(85)).await;
+    assert!(
+        !signal.is_lost(),
+        "A still holds k 5 ms before its deadline"
+    );
+    a_store.refuse(Op::Delete, u32::MAX);
+    let released = guard.release().await;
+    let b_guard = waiter
+        .await
+        .or_panic("join")
+        .or_panic("B takes the unrenewed record over");
+    assert_eq!(
+        &*store.entry("k").or_panic("B's record").record.owner,
+        "b",
+        "B's record is in place"
+    );
+    assert!(!b_guard.is_lost());
+    assert!(
+        !matches!(released, Err(LockError::Lost { .. })),
+        "release() began before the deadline, with the lock neither lost nor taken over, and \
+         returned {released:?}"
+    );
+    sleep(ms(200)).await;
+    assert_eq!(
+        signal.reason(),
+        None,
+        "the lost signal of a lock released before its deadline fired"
+    );
+    assert_eq!(a.stats().lost, 0, "a lock released in time counted as lost");
+}
