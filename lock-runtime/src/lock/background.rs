@@ -88,7 +88,11 @@ pub(super) async fn run(running: Running) {
                         if state.next_renew <= now {
                             state.renewing = true;
                             drop(state);
-                            tokio::spawn(renew_once(Arc::clone(&engine), Arc::clone(lock)));
+                            let in_flight = InFlight {
+                                engine: Arc::clone(&engine),
+                                flag: Flag::Renewing(Arc::clone(lock)),
+                            };
+                            tokio::spawn(renew_once(in_flight));
                         } else {
                             earliest(state.next_renew);
                         }
@@ -386,27 +390,37 @@ async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
 
 /// Clears a flag that says "a task of mine is in flight" (`renewing`,
 /// `in_flight`) and wakes the background task when that task ends, also when
-/// its runtime drops it mid-way: a flag left set would stop every later
-/// renewal or keep-alive, on any runtime the background task restarts on.
-struct InFlight<'a> {
-    engine: &'a Engine,
-    clear: &'a (dyn Fn() + Sync),
+/// its runtime drops it mid-way or before it ever ran: a flag left set would
+/// stop every later renewal or keep-alive, on any runtime the background task
+/// restarts on. Made before the task is spawned (with no lock of the lock's or
+/// session's state held) and moved into it.
+pub(super) struct InFlight {
+    engine: Arc<Engine>,
+    flag: Flag,
 }
 
-impl Drop for InFlight<'_> {
+/// Which flag an [`InFlight`] clears.
+enum Flag {
+    Renewing(Arc<Lock>),
+    KeepAlive(Arc<Session>),
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        (self.clear)();
+        match &self.flag {
+            Flag::Renewing(lock) => lock.state().renewing = false,
+            Flag::KeepAlive(session) => session.timing().in_flight = false,
+        }
         self.engine.wake.notify_one();
     }
 }
 
 /// One renewal of a lock on a compare-exchange store.
-async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>) {
-    let clear = || lock.state().renewing = false;
-    let _in_flight = InFlight {
-        engine: &engine,
-        clear: &clear,
+async fn renew_once(in_flight: InFlight) {
+    let Flag::Renewing(lock) = &in_flight.flag else {
+        return;
     };
+    let (engine, lock) = (Arc::clone(&in_flight.engine), Arc::clone(lock));
     let expected = lock.index();
     let deadline = lock.effective_deadline();
     lock.sending(engine.clock.now());
@@ -562,6 +576,7 @@ impl Engine {
         let mut earliest = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         let mut lost = Vec::new();
         let mut revoke = Vec::new();
+        let mut due = Vec::new();
         {
             let mut sessions = self.sessions();
             sessions.retain(|session| {
@@ -597,13 +612,21 @@ impl Engine {
                 if !timing.in_flight {
                     if timing.next_keep_alive <= now {
                         timing.in_flight = true;
-                        tokio::spawn(keep_alive(Arc::clone(self), Arc::clone(session)));
+                        // Spawned below, once no session's state is locked.
+                        due.push(Arc::clone(session));
                     } else {
                         earliest(timing.next_keep_alive);
                     }
                 }
                 true
             });
+        }
+        for session in due {
+            let in_flight = InFlight {
+                engine: Arc::clone(self),
+                flag: Flag::KeepAlive(session),
+            };
+            tokio::spawn(keep_alive(in_flight));
         }
         for session in lost {
             self.session_lost(&session, LostReason::RenewalTimedOut);
@@ -620,12 +643,11 @@ impl Engine {
     }
 }
 
-async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>) {
-    let clear = || session.timing().in_flight = false;
-    let _in_flight = InFlight {
-        engine: &engine,
-        clear: &clear,
+async fn keep_alive(in_flight: InFlight) {
+    let Flag::KeepAlive(session) = &in_flight.flag else {
+        return;
     };
+    let (engine, session) = (Arc::clone(&in_flight.engine), Arc::clone(session));
     let sent = engine.clock.now();
     let deadline = session.deadline();
     let retry = (session.ttl / 20).max(Duration::from_millis(5));
