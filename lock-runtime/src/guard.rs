@@ -100,9 +100,12 @@ impl LockGuard {
     /// over: then nothing of someone else's is deleted. Cancel-safe: dropping
     /// this future leaves the release to the client's background task. A
     /// backend that answers "unavailable" is retried here for a short while (a
-    /// tenth of the ttl, within 50 ms and 2 s); after that the release returns
-    /// [`LockError::Unavailable`] and the background task retries until the
-    /// record is gone.
+    /// tenth of the ttl, within 50 ms and 2 s, and never past the lock's
+    /// deadline); after that the release returns [`LockError::Unavailable`]
+    /// and the background task retries until the record is gone or not ours.
+    /// A delete that got no answer may have applied: if the key then holds
+    /// someone else's record, they acquired the freed key, and the release
+    /// counts as done (`Ok`), not as a takeover.
     pub async fn release(mut self) -> Result<(), LockError> {
         self.open = false;
         self.client.0.release(&self.lock).await

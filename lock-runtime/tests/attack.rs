@@ -691,11 +691,13 @@ async fn a_release_whose_unanswered_delete_applied_does_not_report_the_next_hold
     assert_eq!(a.stats().lost, 0, "a cleanly released lock counted as lost");
 }
 
-/// The same through the background task: the read-back after the lost
-/// answer is refused too, so `release()` reports `Unavailable` (as
-/// documented) and hands the release on with `sent_before = true` ("a delete
-/// sent before may have applied"); the background `delete_ours` then finds
-/// B's record and marks A's released lock lost, taken over.
+/// The same with the read-back after the lost answer refused too. Before the
+/// fix `release()` reported `Unavailable` and handed the release on with
+/// `sent_before = true` ("a delete sent before may have applied"); the
+/// background `delete_ours` then found B's record and marked A's released lock
+/// lost, taken over. Now a refused read is retried within the release's
+/// patience (so `release()` may also end `Ok`); either way A's lock is never
+/// reported lost.
 #[tokio::test(start_paused = true)]
 async fn a_release_handed_on_after_its_delete_applied_does_not_mark_the_lock_taken_over() {
     let store = SimStore::ravendb_41();
@@ -719,7 +721,7 @@ async fn a_release_handed_on_after_its_delete_applied_does_not_mark_the_lock_tak
     a_store.refuse(Op::Get, 1);
     let released = guard.release().await;
     assert!(
-        matches!(released, Err(LockError::Unavailable { .. })),
+        matches!(released, Ok(()) | Err(LockError::Unavailable { .. })),
         "{released:?}"
     );
     let _b_guard = waiter

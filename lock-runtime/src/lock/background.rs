@@ -207,7 +207,9 @@ pub(super) async fn delete_ours(
     // Transient failures (a node answering "unavailable", a reset connection)
     // are retried with backoff for a short while, then handed on as
     // `Unavailable`: the caller leaves the release to the background task.
-    let patience = later(engine.clock.now(), release_patience(lock));
+    // Never past the lock's deadline: after it, others may take the record
+    // over, and our retries would only report their lock as a takeover.
+    let patience = later(engine.clock.now(), release_patience(lock)).min(lock.effective_deadline());
     let mut attempt: u32 = 0;
     loop {
         let seen = match engine.store().delete(&lock.key, index).await {
@@ -224,6 +226,15 @@ pub(super) async fn delete_ours(
                 ambiguous = true;
                 let seen = match engine.store().get(&lock.key).await {
                     Ok(found) => classify(found, &lock.record),
+                    Err(read) if read.is_transient() && engine.clock.now() < patience => {
+                        // The store refuses reads too (a node answering
+                        // "unavailable"): the same delete again, after a pause.
+                        engine
+                            .sleep_bounded(engine.retry_delay(lock, attempt), Some(patience))
+                            .await;
+                        attempt = attempt.saturating_add(1);
+                        continue;
+                    }
                     Err(_) => return Err(engine.store_error(&lock.key, error)),
                 };
                 if let Seen::Ours(current) = seen
@@ -252,7 +263,11 @@ pub(super) async fn delete_ours(
                 index = current;
             }
             Seen::Ours(_) => break,
-            Seen::Absent if ambiguous => {
+            // A delete of ours that got no answer may have applied: then the
+            // key was free and someone acquired it since. The release began
+            // while the lock was held (before its deadline) and nothing of
+            // anyone else's was touched: released, not taken over.
+            Seen::Absent | Seen::Other(_) if ambiguous => {
                 engine.events.emit(Event::Released {
                     key: &lock.key,
                     token: lock.token(),
