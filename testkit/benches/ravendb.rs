@@ -441,8 +441,12 @@ async fn run() {
     let (mut original, original_moved, original_moved_p50) =
         split(&original_handoff(&server).await);
     let (mut handoffs, moved, moved_p50) = split(&distlock_handoff(&url, poll).await);
+    let cpu = server_cpu(&server);
     let mut single_original = single_waiter_original(&server).await;
+    let cpu_single_original = server_cpu(&server).saturating_sub(cpu);
+    let cpu = server_cpu(&server);
     let mut single = single_waiter_distlock(&url, poll).await;
+    let cpu_single = server_cpu(&server).saturating_sub(cpu);
     let idle = idle_cost(&server).await;
     let cost_original_1 = waiting_cost_original(&server, 1).await;
     let cost_distlock_1 = waiting_cost_distlock(&server, &url, poll, 1).await;
@@ -491,6 +495,11 @@ async fn run() {
         single_original.len(),
         ms(single_original_p50),
         ms(percentile(&mut single_original, 0.99))
+    );
+    println!(
+        "  server CPU per 1-waiter round (hold 5-45 ms, wait, handoff, release): distlock {:.2} ms, original {:.2} ms",
+        ms(cpu_single) / SINGLE_ROUNDS as f64,
+        ms(cpu_single_original) / SINGLE_ROUNDS as f64
     );
     println!(
         "  handoff, {WAITERS} waiters, distlock ({} handoffs) p50 {:.3} ms  p99 {:.3} ms; {:.0}% to another waiter, p50 {:.3} ms",
