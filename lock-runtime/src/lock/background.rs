@@ -224,33 +224,28 @@ pub(super) async fn delete_ours(
             Ok(DeleteOutcome::Conflict { current }) => classify(current, &lock.record),
             Err(error) if error.is_transient() => {
                 ambiguous = true;
+                // Read back: `None` when the store refuses reads too.
                 let seen = match engine.store().get(&lock.key).await {
-                    Ok(found) => classify(found, &lock.record),
-                    Err(read) if read.is_transient() && engine.clock.now() < patience => {
-                        // The store refuses reads too (a node answering
-                        // "unavailable"): the same delete again, after a pause.
+                    Ok(found) => Some(classify(found, &lock.record)),
+                    Err(read) if read.is_transient() => None,
+                    Err(_) => return Err(engine.store_error(&lock.key, error)),
+                };
+                match seen {
+                    Some(Seen::Ours(current)) if current != index => Seen::Ours(current),
+                    Some(seen @ (Seen::Absent | Seen::Other(_))) => seen,
+                    // Not applied (yet), or not known: the same delete again,
+                    // after a pause, while the patience lasts.
+                    _ => {
+                        if engine.clock.now() >= patience {
+                            return Err(engine.store_error(&lock.key, error));
+                        }
                         engine
                             .sleep_bounded(engine.retry_delay(lock, attempt), Some(patience))
                             .await;
                         attempt = attempt.saturating_add(1);
                         continue;
                     }
-                    Err(_) => return Err(engine.store_error(&lock.key, error)),
-                };
-                if let Seen::Ours(current) = seen
-                    && current == index
-                {
-                    // Not applied (yet): the same delete again, after a pause.
-                    if engine.clock.now() >= patience {
-                        return Err(engine.store_error(&lock.key, error));
-                    }
-                    engine
-                        .sleep_bounded(engine.retry_delay(lock, attempt), Some(patience))
-                        .await;
-                    attempt = attempt.saturating_add(1);
-                    continue;
                 }
-                seen
             }
             Err(error) => {
                 engine.forget(lock);
