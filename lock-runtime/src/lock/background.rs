@@ -92,7 +92,11 @@ pub(super) async fn run(running: Running) {
                                 engine: Arc::clone(&engine),
                                 flag: Flag::Renewing(Arc::clone(lock)),
                             };
-                            tokio::spawn(renew_once(in_flight));
+                            tokio::spawn(renew_once(
+                                Arc::clone(&engine),
+                                Arc::clone(lock),
+                                in_flight,
+                            ));
                         } else {
                             earliest(state.next_renew);
                         }
@@ -404,7 +408,7 @@ async fn cleanup(engine: &Arc<Engine>, lock: &Arc<Lock>) {
 /// stop every later renewal or keep-alive, on any runtime the background task
 /// restarts on. Made before the task is spawned (with no lock of the lock's or
 /// session's state held) and moved into it.
-pub(super) struct InFlight {
+struct InFlight {
     engine: Arc<Engine>,
     flag: Flag,
 }
@@ -426,11 +430,8 @@ impl Drop for InFlight {
 }
 
 /// One renewal of a lock on a compare-exchange store.
-async fn renew_once(in_flight: InFlight) {
-    let Flag::Renewing(lock) = &in_flight.flag else {
-        return;
-    };
-    let (engine, lock) = (Arc::clone(&in_flight.engine), Arc::clone(lock));
+/// `_in_flight` clears `renewing` when this ends (or is dropped, run or not).
+async fn renew_once(engine: Arc<Engine>, lock: Arc<Lock>, _in_flight: InFlight) {
     let expected = lock.index();
     let deadline = lock.effective_deadline();
     lock.sending(engine.clock.now());
@@ -634,9 +635,9 @@ impl Engine {
         for session in due {
             let in_flight = InFlight {
                 engine: Arc::clone(self),
-                flag: Flag::KeepAlive(session),
+                flag: Flag::KeepAlive(Arc::clone(&session)),
             };
-            tokio::spawn(keep_alive(in_flight));
+            tokio::spawn(keep_alive(Arc::clone(self), session, in_flight));
         }
         for session in lost {
             self.session_lost(&session, LostReason::RenewalTimedOut);
@@ -653,11 +654,8 @@ impl Engine {
     }
 }
 
-async fn keep_alive(in_flight: InFlight) {
-    let Flag::KeepAlive(session) = &in_flight.flag else {
-        return;
-    };
-    let (engine, session) = (Arc::clone(&in_flight.engine), Arc::clone(session));
+/// `_in_flight` clears the session's `in_flight` when this ends (or is dropped).
+async fn keep_alive(engine: Arc<Engine>, session: Arc<Session>, _in_flight: InFlight) {
     let sent = engine.clock.now();
     let deadline = session.deadline();
     let retry = (session.ttl / 20).max(Duration::from_millis(5));
