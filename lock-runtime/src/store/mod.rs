@@ -269,7 +269,7 @@ impl Backoff {
             .min
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max)
-            .max(Duration::from_micros(100));
+            .max(MIN_PAUSE);
         jitter(base)
     }
 
@@ -287,11 +287,17 @@ impl Backoff {
     /// assert!(backoff.delay_after(Duration::from_secs(60)) <= Duration::from_millis(8));
     /// ```
     pub fn delay_after(&self, waited: Duration) -> Duration {
-        let floor = self.min.max(Duration::from_micros(100));
-        let base = (waited / POLL_FRACTION).min(self.max).max(floor);
+        let base = (waited / POLL_FRACTION)
+            .min(self.max)
+            .max(self.min)
+            .max(MIN_PAUSE);
         jitter(base)
     }
 }
+
+/// The shortest pause either schedule gives before jitter (a zero backoff
+/// must not make a waiter spin).
+const MIN_PAUSE: Duration = Duration::from_micros(100);
 
 /// A proportional poller pauses this fraction of the time it has waited.
 const POLL_FRACTION: u32 = 32;
