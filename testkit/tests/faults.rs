@@ -272,7 +272,24 @@ struct TryReport {
     second: Option<Found>,
 }
 
+/// What the rival finds, looking again (up to 3 times, 1 s apart) when it cannot
+/// tell: a check that the server answers too slowly says nothing about the key. Here
+/// the RavenDB server sometimes answered nothing, or too slowly for the ttl, for a few
+/// seconds (in 2 of about 12 runs of this file on one day; cause not found, the CPU
+/// was mostly idle in a similar stall). Only an error on every look counts as one.
 async fn rival_finds(rival: &LockClient, key: &str) -> Found {
+    let mut found = rival_looks(rival, key).await;
+    for _ in 0..2 {
+        if !matches!(found, Found::Error(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        found = rival_looks(rival, key).await;
+    }
+    found
+}
+
+async fn rival_looks(rival: &LockClient, key: &str) -> Found {
     match rival.try_acquire(key).await {
         Ok(Some(guard)) => match guard.release().await {
             Ok(()) => Found::Free,
